@@ -1,0 +1,3 @@
+"""Shift-Net image inpainting (Yan et al., ECCV 2018) in JAX/Flax."""
+
+__version__ = "0.1.0"
