@@ -1,0 +1,174 @@
+"""Reading the reference PyTorch generator's checkpoints into our parameter tree.
+
+The reference (``unet_shift_triple``) nests one ``UnetSkipConnectionBlock`` per
+level; its ``state_dict`` names encode the nesting::
+
+    model.model.0            down_0 conv        (outermost block, index 0)
+    model.model.3            up_0 transposed conv
+    model.model.1.model.*    level 1; each deeper level adds ``.3.model``
+    level i:    .1 down conv, .2 down norm, .5 up conv, .6 up norm
+    shift level: .7 up conv, .8 up norm     (.5/.6 are the InnerCos/shift layers)
+    innermost:  .1 down conv, .3 up conv, .4 up norm
+
+Layouts: Conv2d (O, I, kH, kW) -> Flax (kH, kW, I, O); ConvTranspose2d
+(I, O, kH, kW) -> (kH, kW, I, O) flipped in space (Flax's transposed conv is a
+plain conv over the dilated input).
+
+Command line: ``python -m shiftnet_jax.convert CKPT.pth OUT_DIR`` writes a
+checkpoint that ``eval.py --ckpt OUT_DIR`` and ``inpaint.py`` load.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+
+import numpy as np
+
+# Entries that old checkpoints carry and our model has no use for.
+IGNORED = re.compile(r"(num_batches_tracked|running_mean|running_var)$")
+
+
+def _level_prefixes(names):
+    """Map level index -> torch name prefix, following the ``.3.model`` nesting."""
+    prefixes = {0: "model.model."}
+    prefix, level = "model.model.1.model.", 1
+    while any(n.startswith(prefix) for n in names):
+        prefixes[level] = prefix
+        prefix, level = prefix + "3.model.", level + 1
+    return prefixes
+
+
+def _layer_names(prefixes, names):
+    """(level -> {'down_conv', 'down_norm', 'up_conv', 'up_norm'} -> torch prefix), kwargs."""
+    last = max(prefixes)
+    layers, shift_level = {}, None
+    for level, p in prefixes.items():
+        if level == 0:
+            layers[level] = {"down_conv": p + "0.", "up_conv": p + "3."}
+        elif level == last:
+            layers[level] = {"down_conv": p + "1.", "up_conv": p + "3.", "up_norm": p + "4."}
+        elif any(n.startswith(p + "7.") for n in names):
+            shift_level = level
+            layers[level] = {"down_conv": p + "1.", "down_norm": p + "2.",
+                             "up_conv": p + "7.", "up_norm": p + "8."}
+        else:
+            layers[level] = {"down_conv": p + "1.", "down_norm": p + "2.",
+                             "up_conv": p + "5.", "up_norm": p + "6."}
+    if shift_level is None:
+        raise ValueError("not a Shift-Net generator state dict: no shift level found "
+                         "(expected a block with an up conv at index 7)")
+    return layers, shift_level
+
+
+def _conv(w):
+    return np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)))
+
+
+def _conv_transpose(w):
+    return np.ascontiguousarray(np.transpose(w, (2, 3, 0, 1))[::-1, ::-1])
+
+
+def from_torch_state_dict(state: Mapping[str, np.ndarray]):
+    """Map a reference generator ``state_dict`` to ``(model_kwargs, variables)``.
+
+    Args:
+      state: name -> array, PyTorch names and layouts. A mapping of parameters
+        only (e.g. gradients with respect to them) is mapped the same way.
+
+    Returns:
+      model_kwargs: ``ShiftNetGenerator`` arguments (ngf, num_downs, norm,
+        shift_layer, output_channels).
+      variables: ``{"params": ...}`` plus ``{"batch_stats": ...}`` for BatchNorm
+        checkpoints that hold running statistics.
+    """
+    state = {k[len("module."):] if k.startswith("module.") else k: np.asarray(v)
+             for k, v in state.items()}
+    names = [n for n in state if not IGNORED.search(n)]
+    if "model.model.0.weight" not in state:
+        raise ValueError("not a Shift-Net generator state dict: 'model.model.0.weight' "
+                         "is missing")
+    prefixes = _level_prefixes(names)
+    layers, shift_level = _layer_names(prefixes, names)
+    # Instance-norm generators give their convs a bias (see model.py); batch-norm ones do not.
+    norm = "instance" if "model.model.1.model.1.bias" in state else "batch"
+    kwargs = dict(ngf=int(state["model.model.0.weight"].shape[0]), num_downs=len(prefixes),
+                  norm=norm, shift_layer=shift_level + 1,
+                  output_channels=int(state["model.model.3.weight"].shape[1]))
+
+    params, stats, used = {}, {}, set()
+
+    def take(name, convert=lambda x: x):
+        used.add(name)
+        return convert(state[name]).astype(np.float32)
+
+    for level, layer in layers.items():
+        for direction in ("down", "up"):
+            module = f"{direction}_{level}"
+            conv_name = layer[f"{direction}_conv"]
+            convert = _conv if direction == "down" else _conv_transpose
+            params.setdefault(module, {})["conv"] = {"kernel": take(conv_name + "weight", convert)}
+            if conv_name + "bias" in state:
+                params[module]["conv"]["bias"] = take(conv_name + "bias")
+            norm_name = layer.get(f"{direction}_norm")
+            if norm_name is None:
+                continue
+            if norm_name + "weight" in state:
+                params[module]["norm"] = {"scale": take(norm_name + "weight"),
+                                          "bias": take(norm_name + "bias")}
+            if norm == "batch" and norm_name + "running_mean" in state:
+                stats.setdefault(module, {})["norm"] = {
+                    "mean": take(norm_name + "running_mean"),
+                    "var": take(norm_name + "running_var")}
+    unknown = sorted(set(names) - used)
+    if unknown:
+        raise ValueError(f"unexpected entries in the state dict: {', '.join(unknown[:5])}"
+                         + (" …" if len(unknown) > 5 else ""))
+    variables = {"params": params}
+    if stats:
+        variables["batch_stats"] = stats
+    return kwargs, variables
+
+
+def load_torch_checkpoint(path):
+    """Read a reference ``*_net_G.pth`` (zip or legacy format) without torch.
+
+    Nothing pickled is executed: see :mod:`shiftnet_jax.torch_pickle`.
+    Returns ``(model_kwargs, variables)`` as :func:`from_torch_state_dict`.
+    """
+    from shiftnet_jax.torch_pickle import read_torch_state_dict
+
+    state = read_torch_state_dict(path)
+    try:
+        return from_torch_state_dict(state)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def main(argv=None):
+    """``python -m shiftnet_jax.convert CKPT.pth OUT_DIR``."""
+    import argparse
+
+    from shiftnet_jax import checkpoint
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("checkpoint", help="reference generator checkpoint (*_net_G.pth)")
+    parser.add_argument("out_dir", help="directory to write (must not hold a checkpoint)")
+    parser.add_argument("--feature-hole", default="nearest", choices=("nearest", "conv"),
+                        help="feature-level hole rule to store with the model")
+    args = parser.parse_args(argv)
+    try:
+        kwargs, variables = load_torch_checkpoint(args.checkpoint)
+        kwargs["feature_hole"] = args.feature_hole
+        checkpoint.export_generator(args.out_dir, kwargs, variables,
+                                    source=str(args.checkpoint))
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out_dir}: {kwargs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Shift-Net generator (a U-Net with a shift-connection) and PatchGAN discriminator.
+
+NHWC throughout. The generator follows the reference PyTorch ``unet_shift_triple``
+layer for layer, so that its checkpoints load (see :mod:`shiftnet_jax.convert`):
+
+* ``num_downs`` encoder levels ``down_0 .. down_{L-1}``: 4x4 stride-2 convs with
+  ``ngf * min(2**i, 8)`` channels; LeakyReLU(0.2) before every conv but the
+  first; a norm after every conv but the first and the innermost.
+* decoder levels ``up_{L-1} .. up_0``: ReLU -> 4x4 stride-2 transposed conv ->
+  norm (``up_0``: tanh instead of a norm). Each level's input is
+  ``concat[decoded, encoded]`` from the level below and the skip.
+* the shift level ``k = shift_layer - 1`` (features at ``H / 2**shift_layer``):
+  the input of ``up_k`` is ``concat[decoded, encoded, shift(decoded, encoded)]``.
+
+Example::
+
+    model = ShiftNetGenerator(ngf=64)
+    variables = model.init(jax.random.key(0), image, hole)
+    output = model.apply(variables, image, hole)        # (B, H, W, 3) in [-1, 1]
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from shiftnet_jax.feature_hole import METHODS as FEATURE_HOLE_METHODS
+from shiftnet_jax.feature_hole import feature_hole
+from shiftnet_jax.shift import shift
+
+NORMS = ("instance", "batch")
+# The reference initialises conv weights and norm scales with N(., 0.02).
+conv_init = nn.initializers.normal(0.02)
+
+
+def norm_scale_init(key, shape, dtype=jnp.float32):
+    return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+class ShiftFeatures(NamedTuple):
+    """What the generator saw at the shift layer (all NHWC at H / 2**shift_layer).
+
+    decoded: (B, h, w, C) decoder features after ReLU (what the guidance loss trains).
+    encoded: (B, h, w, C) encoder skip features after ReLU (what is copied).
+    hole: (B, h, w) bool, True = missing feature position.
+    """
+
+    decoded: jax.Array
+    encoded: jax.Array
+    hole: jax.Array
+
+
+def make_norm(kind: str, train: bool, dtype, name: str):
+    """InstanceNorm (affine, per-image statistics) or BatchNorm, as in PyTorch (eps 1e-5)."""
+    if kind == "instance":
+        return nn.InstanceNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype,
+                               scale_init=norm_scale_init, name=name)
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                        use_fast_variance=False, dtype=dtype, scale_init=norm_scale_init,
+                        name=name)
+
+
+class Down(nn.Module):
+    """One encoder level: [LeakyReLU(0.2)] -> conv 4x4/2 -> [norm]."""
+
+    features: int
+    activation: bool
+    norm: str | None
+    use_bias: bool
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        if self.activation:
+            x = nn.leaky_relu(x, 0.2)
+        x = nn.Conv(self.features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                    use_bias=self.use_bias, dtype=self.dtype, kernel_init=conv_init,
+                    name="conv")(x)
+        if self.norm:
+            x = make_norm(self.norm, train, self.dtype, "norm")(x)
+        return x
+
+
+class Up(nn.Module):
+    """One decoder level: ReLU (applied by the caller) -> transposed conv 4x4/2 -> norm."""
+
+    features: int
+    norm: str | None
+    use_bias: bool
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        # Padding k-1-p = 2 on the 2x-dilated input is PyTorch's ConvTranspose2d(4, 2, 1).
+        x = nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                             use_bias=self.use_bias, dtype=self.dtype, kernel_init=conv_init,
+                             name="conv")(x)
+        if self.norm:
+            x = make_norm(self.norm, train, self.dtype, "norm")(x)
+        return x
+
+
+class ShiftNetGenerator(nn.Module):
+    """The Shift-Net U-Net generator.
+
+    Attributes:
+      ngf: width of the first level (64 in the paper).
+      num_downs: number of stride-2 levels; inputs must be multiples of 2**num_downs.
+      norm: ``"instance"`` (reference default) or ``"batch"``.
+      shift_layer: the shift sits at H / 2**shift_layer (3: 32x32 for 256x256).
+      feature_hole: ``"nearest"`` (reference PyTorch) or ``"conv"`` (paper's Torch code).
+      triple_weight: gradient scale through the shift (reference: 1).
+      output_channels: 3 for RGB.
+      dtype: computation dtype (parameters stay float32).
+      shift_tile: column tile of the shift's similarity; None = automatic.
+    """
+
+    ngf: int = 64
+    num_downs: int = 8
+    norm: str = "instance"
+    shift_layer: int = 3
+    feature_hole: str = "nearest"
+    triple_weight: float = 1.0
+    output_channels: int = 3
+    dtype: Any = jnp.float32
+    shift_tile: int | None = None
+
+    def setup(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.feature_hole not in FEATURE_HOLE_METHODS:
+            raise ValueError(f"feature_hole must be one of {FEATURE_HOLE_METHODS}, "
+                             f"got {self.feature_hole!r}")
+        if not 2 <= self.shift_layer <= self.num_downs - 1:
+            raise ValueError(f"shift_layer must lie in [2, num_downs - 1 = "
+                             f"{self.num_downs - 1}], got {self.shift_layer}")
+        widths = self.widths
+        # PyTorch's pix2pix gives convs a bias only when the norm (instance) has none
+        # of its own running statistics; the output conv always has one.
+        bias = self.norm == "instance"
+        last = self.num_downs - 1
+        self.down = [
+            Down(widths[i], activation=i > 0, norm=None if i in (0, last) else self.norm,
+                 use_bias=bias, dtype=self.dtype, name=f"down_{i}")
+            for i in range(self.num_downs)]
+        self.up = [
+            Up(widths[i - 1] if i else self.output_channels, norm=self.norm if i else None,
+               use_bias=bias if i else True, dtype=self.dtype, name=f"up_{i}")
+            for i in range(self.num_downs)]
+
+    @property
+    def widths(self):
+        return [self.ngf * min(2 ** i, 8) for i in range(self.num_downs)]
+
+    def _input(self, image, hole, zero_fill: bool):
+        """[RGB with the hole zero-filled (or not), 1 on known pixels]: (B, H, W, 4)."""
+        if image.ndim != 4 or image.shape[-1] != 3:
+            raise ValueError(f"image must be (B, H, W, 3), got shape {image.shape}")
+        if hole.ndim == 3:
+            hole = hole[..., None]
+        if hole.shape != image.shape[:3] + (1,):
+            raise ValueError(f"hole must be (B, H, W, 1) matching image {image.shape}, "
+                             f"got {hole.shape}")
+        multiple = 2 ** self.num_downs
+        if image.shape[1] % multiple or image.shape[2] % multiple:
+            raise ValueError(f"image size {image.shape[1]}x{image.shape[2]} must be a "
+                             f"multiple of 2**num_downs = {multiple}")
+        known = 1.0 - hole.astype(self.dtype)
+        image = image.astype(self.dtype)
+        rgb = image * known if zero_fill else image
+        return jnp.concatenate([rgb, known], axis=-1), hole
+
+    def encode(self, image, hole, *, levels: int | None = None, zero_fill: bool = True,
+               train: bool = False):
+        """Run the first ``levels`` encoder levels (all by default).
+
+        Returns a list of (B, H / 2**(i+1), W / 2**(i+1), widths[i]) features, before ReLU.
+        """
+        x, _ = self._input(image, hole, zero_fill)
+        skips = []
+        for down in self.down[:levels]:
+            x = down(x, train)
+            skips.append(x)
+        return skips
+
+    def guidance_target(self, image, hole, *, train: bool = False):
+        """Encoder features of the ground truth at the shift layer, after ReLU.
+
+        Runs only the ``shift_layer`` encoder levels it needs. As the reference, the
+        input is the unmasked image plus the known-pixel channel. (B, h, w, C).
+        """
+        skips = self.encode(image, hole, levels=self.shift_layer, zero_fill=False,
+                            train=train)
+        return nn.relu(skips[-1])
+
+    def decode(self, skips, hole, *, train: bool = False):
+        """Decode encoder features; ``hole`` is the pixel hole (B, H, W, 1).
+
+        Returns (output (B, H, W, C_out) in [-1, 1], ShiftFeatures).
+        """
+        k = self.shift_layer - 1
+        x = nn.relu(skips[-1])
+        features = None
+        for i in reversed(range(self.num_downs)):
+            if i < self.num_downs - 1:
+                decoded, encoded = nn.relu(x), nn.relu(skips[i])
+                if i == k:
+                    small_hole = feature_hole(hole, self.shift_layer, self.feature_hole)
+                    features = ShiftFeatures(decoded, encoded, small_hole)
+                    shifted = shift(decoded, encoded, small_hole,
+                                    triple_weight=self.triple_weight, tile=self.shift_tile)
+                    x = jnp.concatenate([decoded, encoded, shifted], axis=-1)
+                else:
+                    x = jnp.concatenate([decoded, encoded], axis=-1)
+            x = self.up[i](x, train)
+        return jnp.tanh(x).astype(jnp.float32), features
+
+    def __call__(self, image, hole, *, train: bool = False, return_features: bool = False):
+        """Inpaint: image (B, H, W, 3) in [-1, 1], hole (B, H, W, 1) with 1 = missing.
+
+        The hole is zero-filled and the known-pixel channel appended here, as the
+        reference builds its input. Returns the raw output (B, H, W, 3), not
+        composited; with ``return_features`` also the :class:`ShiftFeatures`.
+        """
+        _, hole = self._input(image, hole, True)
+        output, features = self.decode(self.encode(image, hole, train=train), hole,
+                                       train=train)
+        return (output, features) if return_features else output
+
+
+class Discriminator(nn.Module):
+    """PatchGAN discriminator (pix2pix ``n_layers=3``): (B, H, W, 3) -> (B, H/8-2, W/8-2, 1) logits."""
+
+    ndf: int = 64
+    n_layers: int = 3
+    norm: str = "instance"
+    spectral_norm: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        bias = self.norm == "instance"
+
+        def conv(features, stride, use_bias, name):
+            layer = nn.Conv(features, (4, 4), strides=(stride, stride),
+                            padding=((1, 1), (1, 1)), use_bias=use_bias, dtype=self.dtype,
+                            kernel_init=conv_init, name=name)
+            if self.spectral_norm:
+                sn = nn.SpectralNorm(layer, name=f"{name}_sn")
+                return lambda h: sn(h, update_stats=train)
+            return layer
+
+        x = nn.leaky_relu(conv(self.ndf, 2, True, "conv_0")(x.astype(self.dtype)), 0.2)
+        for i in range(1, self.n_layers + 1):
+            stride = 2 if i < self.n_layers else 1
+            x = conv(self.ndf * min(2 ** i, 8), stride, bias, f"conv_{i}")(x)
+            x = make_norm(self.norm, train, self.dtype, f"norm_{i}")(x)
+            x = nn.leaky_relu(x, 0.2)
+        x = conv(1, 1, True, f"conv_{self.n_layers + 1}")(x)
+        return x.astype(jnp.float32)
