@@ -1,0 +1,88 @@
+"""Parity with the reference PyTorch generator (../shared/fixtures/reference)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from shiftnet_jax.convert import from_torch_state_dict, load_torch_checkpoint
+from shiftnet_jax.model import ShiftNetGenerator
+from shiftnet_jax.shift import shift
+
+from conftest import load_reference
+
+
+def rel(a, b):
+    return float(np.linalg.norm(np.asarray(a) - b) / np.linalg.norm(b))
+
+
+def flat(tree):
+    return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
+
+
+@pytest.fixture(scope="module", params=["center", "irregular"])
+def reference(request, fixtures_dir):
+    ref = load_reference(fixtures_dir, request.param)
+    kwargs, variables = from_torch_state_dict(ref["state"])
+    ref["model"], ref["variables"] = ShiftNetGenerator(**kwargs), variables
+    ref["kwargs"] = kwargs
+    return ref
+
+
+def test_mapping_infers_the_architecture(reference):
+    assert reference["kwargs"] == dict(ngf=8, num_downs=8, norm="instance", shift_layer=3,
+                                       output_channels=3)
+
+
+def test_forward_and_shift_layer_match(reference):
+    model, variables = reference["model"], reference["variables"]
+    output, features = jax.jit(lambda v, x, h: model.apply(v, x, h, return_features=True))(
+        variables, reference["image"], reference["hole"])
+    assert rel(output, reference["output"]) < 1e-4
+    channels = features.decoded.shape[-1]
+    np.testing.assert_array_equal(np.asarray(features.hole), reference["feature_mask"])
+    shift_in = np.concatenate([features.decoded, features.encoded], axis=-1)
+    assert rel(shift_in, reference["shift_in"]) < 1e-5
+    shifted = shift(features.decoded, features.encoded, features.hole)
+    assert rel(shifted, reference["shift_out"][..., 2 * channels:]) < 1e-5
+    # On the reference's own inputs the shift picks exactly the same features.
+    own = shift(reference["shift_in"][..., :channels], reference["shift_in"][..., channels:],
+                reference["feature_mask"])
+    np.testing.assert_array_equal(np.asarray(own), reference["shift_out"][..., 2 * channels:])
+
+
+def test_model_builds_the_reference_input(reference):
+    model, variables = reference["model"], reference["variables"]
+    x, _ = model.apply(variables, jnp.asarray(reference["image"]), reference["hole"],
+                       True, method=lambda m, *a: m._input(*a))
+    np.testing.assert_allclose(np.asarray(x), reference["input_masked"], atol=0)
+
+
+def test_gradients_match_through_the_custom_vjp(reference):
+    model, variables = reference["model"], reference["variables"]
+    weights = reference["loss_weights"]
+    grads = jax.jit(jax.grad(lambda v: jnp.sum(
+        model.apply(v, reference["image"], reference["hole"]) * weights)))(variables)
+    _, expected = from_torch_state_dict(reference["grad"])
+    assert jax.tree.structure(grads) == jax.tree.structure(expected)
+    assert rel(flat(grads), flat(expected)) < 1e-3
+    # Per tensor, against max(|ref|, 1e-2 * largest |ref|): biases right before an
+    # InstanceNorm have a true gradient of zero (see the fixtures' README).
+    largest = max(np.linalg.norm(g) for g in jax.tree.leaves(expected))
+    for path, got, ref in zip(jax.tree.leaves_with_path(expected), jax.tree.leaves(grads),
+                              jax.tree.leaves(expected)):
+        scale = max(np.linalg.norm(ref), 1e-2 * largest)
+        assert np.linalg.norm(np.asarray(got) - ref) / scale < 1e-3, jax.tree_util.keystr(path[0])
+
+
+@pytest.mark.parametrize("filename", ["reference_ngf8_center.pth",
+                                      "reference_ngf8_center_legacy.pth"])
+def test_pth_checkpoints_load_to_the_same_model(fixtures_dir, filename):
+    ref = load_reference(fixtures_dir, "center")
+    kwargs, variables = load_torch_checkpoint(fixtures_dir / filename)
+    _, expected = from_torch_state_dict(ref["state"])
+    assert kwargs["ngf"] == 8 and kwargs["norm"] == "instance"
+    for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(a, b)
+    output = jax.jit(ShiftNetGenerator(**kwargs).apply)(variables, ref["image"], ref["hole"])
+    assert rel(output, ref["output"]) < 1e-4
