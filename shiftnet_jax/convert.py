@@ -131,6 +131,44 @@ def from_torch_state_dict(state: Mapping[str, np.ndarray]):
     return kwargs, variables
 
 
+def to_torch_state_dict(model_kwargs, variables):
+    """The inverse of :func:`from_torch_state_dict`: our tree -> reference names and layouts.
+
+    Useful to run our weights in the reference code, and to test the mapping.
+    """
+    levels = model_kwargs["num_downs"]
+    shift_level = model_kwargs["shift_layer"] - 1
+    prefix, prefixes = "model.model.1.model.", {0: "model.model."}
+    for level in range(1, levels):
+        prefixes[level] = prefix
+        prefix += "3.model."
+    names = [prefixes[shift_level] + "7.weight"] + [p + "1." for p in prefixes.values()]
+    layers, _ = _layer_names(prefixes, names)
+    params = variables.get("params", {})
+    stats = variables.get("batch_stats", {})
+    state = {}
+    for level, layer in layers.items():
+        for direction in ("down", "up"):
+            module = f"{direction}_{level}"
+            conv = params[module]["conv"]
+            kernel = np.asarray(conv["kernel"])
+            if direction == "down":
+                weight = np.transpose(kernel, (3, 2, 0, 1))
+            else:
+                weight = np.transpose(kernel[::-1, ::-1], (2, 3, 0, 1))
+            state[layer[f"{direction}_conv"] + "weight"] = np.ascontiguousarray(weight)
+            if "bias" in conv:
+                state[layer[f"{direction}_conv"] + "bias"] = np.asarray(conv["bias"])
+            norm_name = layer.get(f"{direction}_norm")
+            if norm_name and "norm" in params[module]:
+                state[norm_name + "weight"] = np.asarray(params[module]["norm"]["scale"])
+                state[norm_name + "bias"] = np.asarray(params[module]["norm"]["bias"])
+            if norm_name and "norm" in stats.get(module, {}):
+                state[norm_name + "running_mean"] = np.asarray(stats[module]["norm"]["mean"])
+                state[norm_name + "running_var"] = np.asarray(stats[module]["norm"]["var"])
+    return state
+
+
 def load_torch_checkpoint(path):
     """Read a reference ``*_net_G.pth`` (zip or legacy format) without torch.
 

@@ -404,8 +404,8 @@ def make_source(cfg, train: bool):
         name = cfg.get("name", None) or "places365_small"
         classes = cfg.get("classes", None)
         classes = list(PLACES_SCENES) if classes is None and kind == "places" else classes
-        return TfdsSource(name, split or ("train" if train else "validation"), data_dir=cfg.get("dir", None),
-                          classes=list(classes) if classes else None, cache_dir=cfg.get("cache_dir", None))
+        return TfdsSource(name, split or ("train" if train else "validation"), data_dir=cfg.get("dir", None) or None,
+                          classes=list(classes) if classes else None, cache_dir=cfg.get("cache_dir", None) or None)
     raise ValueError(f"unknown data.source {kind!r} (sample, folder, paris, tfds, places)")
 
 

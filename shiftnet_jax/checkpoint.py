@@ -1,0 +1,116 @@
+"""Checkpoints on disk: Orbax for the arrays, JSON for the config beside them.
+
+A checkpoint directory (a training workdir, or what ``convert`` writes) holds::
+
+    config.json          the full config; ``config["model"]`` are the generator's
+                         keyword arguments, ``config["data"]`` the data settings
+    checkpoints/<step>/  Orbax checkpoints; ``state["generator"]`` are the
+                         generator's variables ({"params", ["batch_stats"]})
+
+Orbax writes each step to a temporary directory and renames it when complete,
+so a partly written checkpoint is never picked up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import orbax.checkpoint as ocp
+
+CONFIG_FILE = "config.json"
+CHECKPOINTS = "checkpoints"
+
+
+class NotACheckpointError(ValueError):
+    """The directory holds no usable checkpoint; the message says why, in one line."""
+
+
+def manager(workdir, *, max_to_keep: int | None = None, create: bool = True):
+    """An Orbax CheckpointManager for ``workdir/checkpoints``."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
+    return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINTS, options=options)
+
+
+def write_config(workdir, config: dict):
+    """Write ``config.json`` atomically (write then rename)."""
+    path = Path(workdir) / CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def read_config(ckpt_dir) -> dict:
+    path = Path(ckpt_dir) / CONFIG_FILE
+    if not Path(ckpt_dir).is_dir():
+        raise NotACheckpointError(f"{ckpt_dir}: no such directory")
+    if not path.is_file():
+        raise NotACheckpointError(f"{ckpt_dir}: not a checkpoint directory (no {CONFIG_FILE}; "
+                                  "expected a training workdir or a convert output)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise NotACheckpointError(f"{path}: unreadable config ({e})") from None
+
+
+def save(mngr, step: int, state, *, force: bool = False):
+    """Save a pytree of arrays as ``step`` (asynchronously; ``mngr.wait_until_finished()``)."""
+    return mngr.save(step, args=ocp.args.StandardSave(state), force=force)
+
+
+def restore(mngr, step: int | None = None, target=None):
+    """Restore ``step`` (default: the latest complete one) into the structure of ``target``."""
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        return None, None
+    args = ocp.args.StandardRestore(target) if target is not None else None
+    return step, mngr.restore(step, args=args)
+
+
+def export_generator(out_dir, model_kwargs: dict, variables, *, config: dict | None = None,
+                     source: str | None = None):
+    """Write a generator-only checkpoint (step 0) that ``load_generator`` reads.
+
+    Refuses to write into a directory that already holds a checkpoint, so an
+    existing one is never overwritten.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / CONFIG_FILE).exists() or (out_dir / CHECKPOINTS).exists():
+        raise ValueError(f"{out_dir}: already holds a checkpoint; choose a new directory")
+    config = dict(config or {})
+    config["model"] = dict(model_kwargs)
+    if source:
+        config["source"] = source
+    mngr = manager(out_dir)
+    save(mngr, 0, {"generator": variables})
+    mngr.wait_until_finished()
+    mngr.close()
+    write_config(out_dir, config)
+
+
+def load_generator(ckpt_dir, step: int | None = None, **overrides):
+    """Load ``(model, variables, config)`` from a checkpoint directory.
+
+    ``overrides`` replace model keyword arguments (e.g. ``dtype=jnp.bfloat16``).
+    """
+    from shiftnet_jax.model import ShiftNetGenerator
+
+    config = read_config(ckpt_dir)
+    if not (Path(ckpt_dir) / CHECKPOINTS).is_dir():
+        raise NotACheckpointError(f"{ckpt_dir}: has {CONFIG_FILE} but no {CHECKPOINTS}/ folder")
+    mngr = manager(ckpt_dir, create=False)
+    try:
+        step, state = restore(mngr, step)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise NotACheckpointError(f"{ckpt_dir}: cannot restore step {step} ({e})") from None
+    finally:
+        mngr.close()
+    if state is None:
+        raise NotACheckpointError(f"{ckpt_dir}: no complete checkpoint in {CHECKPOINTS}/")
+    if "generator" not in state:
+        raise NotACheckpointError(f"{ckpt_dir}: checkpoint {step} holds no generator")
+    model = ShiftNetGenerator(**{**config.get("model", {}), **overrides})
+    config["step"] = int(step)
+    return model, state["generator"], config
