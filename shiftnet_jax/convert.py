@@ -70,12 +70,16 @@ def _conv_transpose(w):
     return np.ascontiguousarray(np.transpose(w, (2, 3, 0, 1))[::-1, ::-1])
 
 
-def from_torch_state_dict(state: Mapping[str, np.ndarray]):
+def from_torch_state_dict(state: Mapping[str, np.ndarray], norm: str | None = None):
     """Map a reference generator ``state_dict`` to ``(model_kwargs, variables)``.
 
     Args:
       state: name -> array, PyTorch names and layouts. A mapping of parameters
         only (e.g. gradients with respect to them) is mapped the same way.
+      norm: "instance" or "batch". By default "batch" when the file has BatchNorm's
+        ``num_batches_tracked`` counters, else "instance" (the reference default):
+        checkpoints older than PyTorch 0.4 carry running statistics for
+        InstanceNorm too, so those alone cannot tell the two apart.
 
     Returns:
       model_kwargs: ``ShiftNetGenerator`` arguments (ngf, num_downs, norm,
@@ -91,8 +95,10 @@ def from_torch_state_dict(state: Mapping[str, np.ndarray]):
                          "is missing")
     prefixes = _level_prefixes(names)
     layers, shift_level = _layer_names(prefixes, names)
-    # Instance-norm generators give their convs a bias (see model.py); batch-norm ones do not.
-    norm = "instance" if "model.model.1.model.1.bias" in state else "batch"
+    if norm is None:
+        norm = "batch" if any(n.endswith("num_batches_tracked") for n in state) else "instance"
+    if norm not in ("instance", "batch"):
+        raise ValueError(f"norm must be 'instance' or 'batch', got {norm!r}")
     kwargs = dict(ngf=int(state["model.model.0.weight"].shape[0]), num_downs=len(prefixes),
                   norm=norm, shift_layer=shift_level + 1,
                   output_channels=int(state["model.model.3.weight"].shape[1]))
@@ -169,7 +175,7 @@ def to_torch_state_dict(model_kwargs, variables):
     return state
 
 
-def load_torch_checkpoint(path):
+def load_torch_checkpoint(path, norm: str | None = None):
     """Read a reference ``*_net_G.pth`` (zip or legacy format) without torch.
 
     Nothing pickled is executed: see :mod:`shiftnet_jax.torch_pickle`.
@@ -179,7 +185,7 @@ def load_torch_checkpoint(path):
 
     state = read_torch_state_dict(path)
     try:
-        return from_torch_state_dict(state)
+        return from_torch_state_dict(state, norm=norm)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
 
@@ -195,9 +201,11 @@ def main(argv=None):
     parser.add_argument("out_dir", help="directory to write (must not hold a checkpoint)")
     parser.add_argument("--feature-hole", default="nearest", choices=("nearest", "conv"),
                         help="feature-level hole rule to store with the model")
+    parser.add_argument("--norm", choices=("instance", "batch"), default=None,
+                        help="the generator's norm (default: guessed, see from_torch_state_dict)")
     args = parser.parse_args(argv)
     try:
-        kwargs, variables = load_torch_checkpoint(args.checkpoint)
+        kwargs, variables = load_torch_checkpoint(args.checkpoint, norm=args.norm)
         kwargs["feature_hole"] = args.feature_hole
         checkpoint.export_generator(args.out_dir, kwargs, variables,
                                     source=str(args.checkpoint))

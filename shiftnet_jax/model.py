@@ -32,11 +32,12 @@ from shiftnet_jax.feature_hole import feature_hole
 from shiftnet_jax.shift import shift
 
 NORMS = ("instance", "batch")
-# The reference initialises conv weights and norm scales with N(., 0.02).
+# The reference initialises conv weights with N(0, 0.02), BatchNorm scales with
+# N(1, 0.02), InstanceNorm scales with 1, and all biases with 0.
 conv_init = nn.initializers.normal(0.02)
 
 
-def norm_scale_init(key, shape, dtype=jnp.float32):
+def batch_norm_scale_init(key, shape, dtype=jnp.float32):
     return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
 
@@ -56,10 +57,9 @@ class ShiftFeatures(NamedTuple):
 def make_norm(kind: str, train: bool, dtype, name: str):
     """InstanceNorm (affine, per-image statistics) or BatchNorm, as in PyTorch (eps 1e-5)."""
     if kind == "instance":
-        return nn.InstanceNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype,
-                               scale_init=norm_scale_init, name=name)
+        return nn.InstanceNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype, name=name)
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                        use_fast_variance=False, dtype=dtype, scale_init=norm_scale_init,
+                        use_fast_variance=False, dtype=dtype, scale_init=batch_norm_scale_init,
                         name=name)
 
 
@@ -69,7 +69,6 @@ class Down(nn.Module):
     features: int
     activation: bool
     norm: str | None
-    use_bias: bool
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -77,8 +76,7 @@ class Down(nn.Module):
         if self.activation:
             x = nn.leaky_relu(x, 0.2)
         x = nn.Conv(self.features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
-                    use_bias=self.use_bias, dtype=self.dtype, kernel_init=conv_init,
-                    name="conv")(x)
+                    dtype=self.dtype, kernel_init=conv_init, name="conv")(x)
         if self.norm:
             x = make_norm(self.norm, train, self.dtype, "norm")(x)
         return x
@@ -89,15 +87,13 @@ class Up(nn.Module):
 
     features: int
     norm: str | None
-    use_bias: bool
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         # Padding k-1-p = 2 on the 2x-dilated input is PyTorch's ConvTranspose2d(4, 2, 1).
         x = nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                             use_bias=self.use_bias, dtype=self.dtype, kernel_init=conv_init,
-                             name="conv")(x)
+                             dtype=self.dtype, kernel_init=conv_init, name="conv")(x)
         if self.norm:
             x = make_norm(self.norm, train, self.dtype, "norm")(x)
         return x
@@ -138,17 +134,16 @@ class ShiftNetGenerator(nn.Module):
             raise ValueError(f"shift_layer must lie in [2, num_downs - 1 = "
                              f"{self.num_downs - 1}], got {self.shift_layer}")
         widths = self.widths
-        # PyTorch's pix2pix gives convs a bias only when the norm (instance) has none
-        # of its own running statistics; the output conv always has one.
-        bias = self.norm == "instance"
         last = self.num_downs - 1
+        # Unlike pix2pix, the reference gives every generator conv a bias, also
+        # before a norm (where it is inert) and with BatchNorm.
         self.down = [
             Down(widths[i], activation=i > 0, norm=None if i in (0, last) else self.norm,
-                 use_bias=bias, dtype=self.dtype, name=f"down_{i}")
+                 dtype=self.dtype, name=f"down_{i}")
             for i in range(self.num_downs)]
         self.up = [
             Up(widths[i - 1] if i else self.output_channels, norm=self.norm if i else None,
-               use_bias=bias if i else True, dtype=self.dtype, name=f"up_{i}")
+               dtype=self.dtype, name=f"up_{i}")
             for i in range(self.num_downs)]
 
     @property
