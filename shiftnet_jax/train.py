@@ -1,0 +1,189 @@
+"""Training Shift-Net: create the state, one jitted D+G step, the loop.
+
+The step runs data-parallel over every device along a ``"data"`` mesh axis:
+the batch is split across devices, the state replicated, and XLA inserts the
+gradient all-reduce (what ``pmap`` + ``pmean`` did, on ``jax.jit`` +
+``NamedSharding``). The state buffers are donated.
+
+One step (as the reference orders it, but with one generator forward):
+  1. the guidance target: the encoder levels up to the shift layer on the
+     ground truth, without gradient;
+  2. the generator forward on the masked image, kept as a VJP;
+  3. the discriminator update on real vs. the (detached) composite;
+  4. the generator loss L1 + guidance + adversarial (with the *updated* D),
+     pulled back through the saved VJP, and the generator update.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from shiftnet_jax import losses, metrics
+from shiftnet_jax.model import Discriminator, ShiftNetGenerator
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything that changes during training (all arrays; saved in checkpoints)."""
+
+    step: jax.Array
+    generator: Any       # {"params": ..., ["batch_stats": ...]}
+    discriminator: Any   # {"params": ..., "batch_stats": spectral-norm vectors, BatchNorm}
+    g_opt: Any
+    d_opt: Any
+
+
+def make_models(config):
+    """The generator and discriminator that ``config`` describes."""
+    dtype = jnp.dtype(config.compute_dtype)
+    generator = ShiftNetGenerator(**config.model.to_dict(), dtype=dtype)
+    discriminator = Discriminator(**config.discriminator.to_dict(), dtype=dtype)
+    return generator, discriminator
+
+
+def make_optimizer(config):
+    return optax.adam(config.optim.lr, b1=config.optim.b1, b2=config.optim.b2)
+
+
+def create_state(config, image_size: int) -> TrainState:
+    """Fresh variables and optimiser states (on the host; see ``replicate``)."""
+    generator, discriminator = make_models(config)
+    # 'rbg' keys: initialising a U-Net with threefry takes XLA ~10 s to compile on CPU.
+    g_key, d_key = jax.random.split(jax.random.key(config.seed, impl="rbg"))
+    image = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    hole = jnp.zeros((1, image_size, image_size, 1), jnp.float32)
+    g_vars = jax.jit(generator.init)(g_key, image, hole)
+    d_vars = jax.jit(discriminator.init)(d_key, image)
+    d_vars = {"params": d_vars["params"], "batch_stats": d_vars.get("batch_stats", {})}
+    tx = make_optimizer(config)
+    return TrainState(step=jnp.zeros((), jnp.int32), generator=g_vars, discriminator=d_vars,
+                      g_opt=tx.init(g_vars["params"]), d_opt=tx.init(d_vars["params"]))
+
+
+def _apply_generator(generator, g_vars, params, image, hole):
+    """Train-mode forward; returns (output, features, new BatchNorm statistics)."""
+    variables = {**g_vars, "params": params}
+    if "batch_stats" in g_vars:
+        (output, features), updates = generator.apply(
+            variables, image, hole, train=True, return_features=True, mutable=["batch_stats"])
+        return output, features, updates["batch_stats"]
+    output, features = generator.apply(variables, image, hole, train=True, return_features=True)
+    return output, features, None
+
+
+def train_step(state: TrainState, batch, *, config):
+    """One discriminator and one generator update. Returns (state, scalar metrics)."""
+    generator, discriminator = make_models(config)
+    tx = make_optimizer(config)
+    weights, gan = config.loss, config.loss.gan
+    image, hole = batch["image"], batch["hole"]
+    g_vars, d_vars = state.generator, state.discriminator
+
+    # 1. Guidance target: only the encoder levels it needs, on the ground truth.
+    target_vars = {"params": g_vars["params"], **({"batch_stats": g_vars["batch_stats"]}
+                                                  if "batch_stats" in g_vars else {})}
+    target = generator.apply(target_vars, image, hole, method=generator.guidance_target)
+    target = jax.lax.stop_gradient(target)
+
+    # 2. Generator forward, kept for the backward pass of step 4.
+    def forward(params):
+        output, features, new_stats = _apply_generator(generator, g_vars, params, image, hole)
+        return (output, features.decoded), (features.hole, new_stats)
+
+    (output, decoded), pullback, (feature_hole, g_stats) = jax.vjp(
+        forward, g_vars["params"], has_aux=True)
+    fake = metrics.composite(output, image, hole)
+
+    # 3. Discriminator update on real vs. detached fake.
+    def d_loss_fn(params):
+        variables = {**d_vars, "params": params}
+        real_logits, upd = discriminator.apply(variables, image, train=True,
+                                               mutable=["batch_stats"])
+        variables = {"params": params, **upd}
+        fake_logits, upd = discriminator.apply(variables, jax.lax.stop_gradient(fake),
+                                               train=True, mutable=["batch_stats"])
+        return losses.discriminator_loss(real_logits, fake_logits, gan), upd
+
+    (d_loss, d_upd), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d_vars["params"])
+    d_updates, d_opt = tx.update(d_grads, state.d_opt, d_vars["params"])
+    d_vars = {"params": optax.apply_updates(d_vars["params"], d_updates), **d_upd}
+
+    # 4. Generator loss against the updated discriminator, pulled back through G.
+    def g_loss_fn(output, decoded):
+        fake = metrics.composite(output, image, hole)
+        fake_logits, _ = discriminator.apply(d_vars, fake, train=True, mutable=["batch_stats"])
+        parts = {"l1": losses.l1(output, image),
+                 "guidance": losses.guidance(decoded, target, feature_hole),
+                 "g_adversarial": losses.generator_adversarial_loss(fake_logits, gan)}
+        total = (weights.l1 * parts["l1"] + weights.guidance * parts["guidance"]
+                 + weights.adversarial * parts["g_adversarial"])
+        return total, parts
+
+    (g_loss, parts), cotangents = jax.value_and_grad(g_loss_fn, argnums=(0, 1),
+                                                     has_aux=True)(output, decoded)
+    (g_grads,) = pullback(cotangents)
+    g_updates, g_opt = tx.update(g_grads, state.g_opt, g_vars["params"])
+    new_g = {"params": optax.apply_updates(g_vars["params"], g_updates)}
+    if g_stats is not None:
+        new_g["batch_stats"] = g_stats
+
+    scalars = {"g_loss": g_loss, "d_loss": d_loss, **parts,
+               "psnr_hole": jnp.nanmean(metrics.psnr(fake, image, hole))}
+    new_state = state.replace(step=state.step + 1, generator=new_g, discriminator=d_vars,
+                              g_opt=g_opt, d_opt=d_opt)
+    return new_state, scalars
+
+
+def predict(generator_vars, batch, *, config):
+    """Eval-mode generator output (B, H, W, 3), for sample grids and evaluation."""
+    generator, _ = make_models(config)
+    return generator.apply(generator_vars, batch["image"], batch["hole"])
+
+
+# --- data parallelism ---------------------------------------------------------
+
+def make_mesh(devices=None) -> Mesh:
+    return Mesh(np.asarray(devices or jax.devices()), ("data",))
+
+
+def check_batch_size(global_batch: int, mesh: Mesh):
+    n = mesh.devices.size
+    if global_batch % n:
+        raise ValueError(f"batch_size {global_batch} is not divisible by the {n} devices; "
+                         f"use a multiple of {n}")
+    if global_batch % jax.process_count():
+        raise ValueError(f"batch_size {global_batch} is not divisible by the "
+                         f"{jax.process_count()} processes")
+
+
+def replicate(tree, mesh: Mesh):
+    return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def shard_batch(local_batch: dict, mesh: Mesh) -> dict:
+    """This process's share of the batch -> global arrays split along ``"data"``."""
+    sharding = NamedSharding(mesh, P("data"))
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+            for k, v in local_batch.items()}
+
+
+def jit_train_step(config, mesh: Mesh):
+    """``train_step`` jitted over ``mesh`` with the state donated."""
+    replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    return jax.jit(functools.partial(train_step, config=config),
+                   in_shardings=(replicated, split), out_shardings=(replicated, replicated),
+                   donate_argnums=0)
+
+
+def jit_predict(config, mesh: Mesh):
+    replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    return jax.jit(functools.partial(predict, config=config),
+                   in_shardings=(replicated, split), out_shardings=split)
