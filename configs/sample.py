@@ -18,7 +18,6 @@ def get_config():
     c.data.load_size = 96
     c.data.crop_size = 64
     c.data.mask = "mix"
-    c.data.mask_options = {}
     c.batch_size = 8
     c.num_steps = 300
     c.log_every = 10

@@ -23,8 +23,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(
         source="sample", dir="", name="", classes=(), train_split="train",
         eval_split="test", cache_dir="", load_size=350, crop_size=256,
-        mask="center", mask_options=ml_collections.ConfigDict({"hole": 128}),
-        num_workers=0, prefetch=2))
+        # "kind" or "kind:option=value,...", e.g. "center", "rect:min_size=32,max_size=128",
+        # "island", "strokes", "mix"; see shiftnet_jax.masks.make_mask_fn.
+        mask="center:hole=128", num_workers=0, prefetch=2))
 
     c.loss = ml_collections.ConfigDict(dict(
         l1=1.0, guidance=0.01, adversarial=0.002, gan="vanilla"))

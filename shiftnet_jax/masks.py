@@ -552,6 +552,29 @@ def _options(fn, options: dict, kind: str) -> None:
         raise ValueError(f"unknown option(s) {unknown} for mask kind {kind!r}; valid: {allowed}")
 
 
+def parse_mask_spec(text: str):
+    """``"kind"`` or ``"kind:option=value,..."`` (a command-line friendly spec) -> spec.
+
+    Values are read as int, then float, else kept as strings:
+    ``parse_mask_spec("rect:min_size=32,max_size=96")`` ->
+    ``{"kind": "rect", "min_size": 32, "max_size": 96}``.
+    """
+    kind, _, rest = str(text).partition(":")
+    spec = {"kind": kind.strip()}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"mask option {item!r} in {text!r} must look like name=value")
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                pass
+        spec[key.strip()] = value
+    return spec
+
+
 def make_mask_fn(spec) -> MaskFn:
     """A mask function ``fn(rng, size) -> (H, W, 1) float32`` from a spec.
 

@@ -51,8 +51,7 @@ class _StopRequested:
 
 
 def mask_fn(data_config):
-    spec = {"kind": data_config.mask, **dict(data_config.get("mask_options", {}) or {})}
-    return masks.make_mask_fn(spec)
+    return masks.make_mask_fn(masks.parse_mask_spec(data_config.mask))
 
 
 def total_steps(config, steps_per_epoch: float) -> int:

@@ -307,3 +307,14 @@ def test_property_island_and_strokes(size, seed):
     rng = np.random.default_rng(seed)
     assert 0.2 <= M.hole_ratio(M.island_mask(rng, size)) <= 0.3
     assert 0.0 < M.hole_ratio(M.stroke_mask(rng, size)) <= 0.6
+
+
+def test_parse_mask_spec_reads_command_line_specs():
+    from shiftnet_jax.masks import parse_mask_spec
+
+    assert parse_mask_spec("center") == {"kind": "center"}
+    assert parse_mask_spec("rect:min_size=32, max_size=96") == {
+        "kind": "rect", "min_size": 32, "max_size": 96}
+    assert parse_mask_spec("island:threshold=0.25")["threshold"] == 0.25
+    with pytest.raises(ValueError, match="name=value"):
+        parse_mask_spec("rect:32")

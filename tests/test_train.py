@@ -1,0 +1,195 @@
+"""Training: learning, resumption after a kill, data parallelism, clear failures."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from shiftnet_jax import metrics, train as training
+from shiftnet_jax.config import default_config
+from shiftnet_jax.train_loop import TrainingDiverged, train_and_evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(**changes):
+    c = default_config()
+    c.name = "tiny"
+    c.model.ngf, c.model.num_downs = 4, 5
+    c.discriminator.ndf = 4
+    c.data.update(source="sample", load_size=40, crop_size=32, mask="rect", num_workers=2)
+    c.batch_size, c.num_steps = 2, 6
+    c.log_every, c.sample_every, c.checkpoint_every, c.eval_batches = 1, 0, 3, 0
+    for key, value in changes.items():
+        node = c
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return c
+
+
+def read_metrics(workdir):
+    lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r for r in map(json.loads, lines) if "l1" in r}
+
+
+def test_overfitting_a_batch_fills_the_hole():
+    config = tiny_config(**{"optim.lr": 2e-3})
+    config.model.ngf = 8
+    rng = np.random.default_rng(0)
+    # Smooth images: a learnable structure the hole can be predicted from.
+    yy, xx = np.mgrid[0:32, 0:32] / 31.0
+    image = np.stack([np.stack([np.sin(3 * xx + p), np.cos(2 * yy - p), xx * yy * 2 - 1], -1)
+                      for p in rng.uniform(0, 3, 4)]).astype(np.float32)
+    hole = np.zeros((4, 32, 32, 1), np.float32)
+    hole[:, 10:22, 8:20] = 1
+    config.batch_size = 4
+    mesh = training.make_mesh(jax.devices()[:1])
+    state = training.replicate(training.create_state(config, 32), mesh)
+    step = training.jit_train_step(config, mesh)
+    batch = training.shard_batch({"image": image, "hole": hole}, mesh)
+    history = []
+    for _ in range(150):
+        state, scalars = step(state, batch)
+        history.append(jax.device_get(scalars))
+    output = training.jit_predict(config, mesh)(state.generator, batch)
+    fake = metrics.composite(output, image, hole)
+    filled = float(np.mean(metrics.psnr(fake, image, hole)))
+    empty = float(np.mean(metrics.psnr(image * (1 - hole), image, hole)))
+    assert history[-1]["l1"] < 0.5 * history[0]["l1"]
+    assert filled > empty + 8.0, (filled, empty)
+
+
+def test_killed_run_resumes_with_identical_losses(tmp_path):
+    reference = train_and_evaluate(tiny_config(), tmp_path / "straight")
+    assert reference["step"] == 6
+    straight = read_metrics(tmp_path / "straight")
+
+    # Start a long run in another process and kill it with SIGTERM.
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "train.py", "--config", "configs/sample.py", f"--workdir={killed}"]
+    overrides = tiny_config().to_dict()
+    for section in ("model", "discriminator"):
+        cmd += [f"--config.{section}.{k}={v}" for k, v in overrides[section].items()]
+    cmd += [f"--config.data.{k}={v}" for k, v in
+            dict(load_size=40, crop_size=32, mask="rect", num_workers=2).items()]
+    cmd += ["--config.batch_size=2", "--config.num_steps=100000", "--config.log_every=1",
+            "--config.checkpoint_every=100000", "--config.sample_every=0"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (killed / "metrics.jsonl").exists() and len(read_metrics(killed)) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert "SIGTERM: saving checkpoint" in out + err
+    saved = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved and saved[-1] >= 2
+    resumed_from = saved[-1]
+
+    # Resume to step 6 + resumed_from: the losses continue exactly as an unbroken run.
+    longer = tiny_config(num_steps=resumed_from + 3)
+    train_and_evaluate(longer, tmp_path / "straight_long")
+    train_and_evaluate(longer, killed)
+    expected, got = read_metrics(tmp_path / "straight_long"), read_metrics(killed)
+    for step in range(resumed_from + 1, resumed_from + 4):
+        for key in ("g_loss", "d_loss", "l1", "guidance"):
+            assert got[step][key] == pytest.approx(expected[step][key], rel=1e-5, abs=1e-7), \
+                (step, key)
+    assert straight[1]["l1"] == pytest.approx(expected[1]["l1"], rel=1e-6)
+
+
+MULTI_DEVICE = textwrap.dedent("""
+    import jax, numpy as np
+    from shiftnet_jax import train as training
+    from tests.test_train import tiny_config
+    assert jax.device_count() == 2
+    config = tiny_config()
+    config.model.norm = config.discriminator.norm = "batch"   # cross-device statistics
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32),
+             "hole": np.zeros((4, 32, 32, 1), np.float32)}
+    batch["hole"][:, 8:20, 6:26] = 1
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        mesh = training.make_mesh(devices)
+        state = training.replicate(training.create_state(config, 32), mesh)
+        step = training.jit_train_step(config, mesh)
+        losses = []
+        for _ in range(3):
+            state, scalars = step(state, training.shard_batch(batch, mesh))
+            losses.append(jax.device_get(scalars))
+        results.append((losses, jax.device_get(state.generator), len(state.step.devices())))
+    (l1, p1, n1), (l2, p2, n2) = results
+    assert (n1, n2) == (1, 2)
+    for a, b in zip(l1, l2):
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    # Biases right before a norm have a true gradient of 0: Adam turns their
+    # rounding noise (which differs with the reduction order) into steps of up to
+    # lr = 2e-4, so they are left out; everything else must agree.
+    # (BatchNorm's running means follow those biases, hence their looser atol.)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(p1), jax.tree.leaves(p2)):
+        collection, module = path[0].key, path[1].key
+        if collection == "params" and path[-1].key == "bias" and "norm" in p1["params"][module]:
+            continue
+        atol = 1e-4 if collection == "batch_stats" else 1e-5
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=atol, err_msg=str(path))
+    try:
+        training.check_batch_size(3, training.make_mesh())
+    except ValueError as e:
+        assert "not divisible by the 2 devices" in str(e)
+    else:
+        raise AssertionError("no error for batch 3 on 2 devices")
+    print("ok")
+""")
+
+
+def test_two_devices_match_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", MULTI_DEVICE], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real_jit = training.jit_train_step
+
+    def poisoned(config, mesh):
+        # From the 4th step on, the step reports a NaN generator loss.
+        step_fn = real_jit(config, mesh)
+
+        def step(state, batch):
+            state, scalars = step_fn(state, batch)
+            bad = jax.numpy.where(state.step >= 4, jax.numpy.nan, scalars["g_loss"])
+            return state, {**scalars, "g_loss": bad}
+        return step
+
+    monkeypatch.setattr(training, "jit_train_step", poisoned)
+    config = tiny_config(checkpoint_every=2, log_every=2, num_steps=20)
+    with pytest.raises(TrainingDiverged, match="g_loss became nan.*last good checkpoint"):
+        train_and_evaluate(config, tmp_path)
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir())
+    assert saved == [2]
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "train.py", "--config", "configs/sample.py", f"--workdir={tmp_path}",
+         "--config.data.source=folder", f"--config.data.dir={tmp_path / 'none'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
