@@ -106,6 +106,8 @@ def train_and_evaluate(config, workdir) -> dict:
     mesh = training.make_mesh()
     training.check_batch_size(config.batch_size, mesh)
     local_batch = config.batch_size // jax.process_count()
+    # Open the data first: a missing data set fails in a second, not after init.
+    source = data.make_source(config.data, train=True)
     if main_process:
         checkpoint.write_config(workdir, config.to_dict())
 
@@ -116,7 +118,7 @@ def train_and_evaluate(config, workdir) -> dict:
         state = restored
     start = int(jax.device_get(state.step))
 
-    loader = data.from_config(config.data, train=True, batch_size=local_batch,
+    loader = data.from_config(config.data, train=True, batch_size=local_batch, source=source,
                               mask_fn=mask_fn(config.data), seed=config.seed, start_step=start)
     steps = total_steps(config, loader.steps_per_epoch)
     step_fn = training.jit_train_step(config, mesh)
