@@ -1,0 +1,58 @@
+"""Evaluate a checkpoint: PSNR, SSIM, mean L1 and l2 (whole image and hole), overall and
+per hole-ratio band, against OpenCV Telea / Navier-Stokes inpainting and mean fill.
+
+    python eval.py --ckpt DIR [--data FOLDER] [--masks center|rect|island|strokes|mix|FOLDER]
+                   [--out DIR/eval] [--batch-size 16] [--limit N] [--seed 0]
+
+Prints a table; writes report.json, report.md and sample_*.png into --out.
+Exit code 0 on success, 1 on a bad checkpoint, data or mask folder, 2 for bad flags.
+"""
+
+import argparse
+import logging
+import sys
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="checkpoint directory (training workdir or convert output)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--data", default=None, help="folder of test images (default: the config's test split)")
+    p.add_argument("--masks", default="center",
+                   help="center (half-side square), rect, island, strokes, mix, or a folder of masks (white = hole)")
+    p.add_argument("--out", default=None, help="output folder (default: CKPT/eval)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per jitted call")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--seed", type=int, default=0, help="seed of the holes (same seed, same numbers)")
+    p.add_argument("--size", type=int, default=None, help="image side (default: the config's crop_size)")
+    p.add_argument("--samples", type=int, default=4, help="side-by-side PNGs to write")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    if args.batch_size < 1 or (args.limit is not None and args.limit < 1) or args.samples < 0:
+        p.error("--batch-size and --limit must be >= 1, --samples >= 0")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's restore chatter
+    from shiftnet_jax import evaluate
+
+    try:
+        report = evaluate.evaluate(args.ckpt, data=args.data, masks=args.masks, out_dir=args.out,
+                                   batch_size=args.batch_size, limit=args.limit, seed=args.seed,
+                                   samples=args.samples, size=args.size, step=args.step,
+                                   progress=not args.no_progress)
+    except (ValueError, OSError) as e:  # NotACheckpointError, missing folders, bad masks: one line
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for w in report["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    print(evaluate.table(report))
+    out = args.out or f"{args.ckpt}/eval"
+    print(f"{report['num_images']} images in {report['seconds']} s; reports in {out}/report.json, report.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""Inpaint your own images with a trained generator: any size, known pixels kept exactly.
+
+**Working resolution.** The U-Net needs sides that are multiples of
+``2**num_downs`` (256 for the paper's 8 levels) and was trained at one scale
+(``config["data"]["crop_size"]``, 256). So every image is resized (area
+filter down, bicubic up) to a *working size* whose longer side is ``size``
+(default: the training crop size) and whose shorter side keeps the aspect
+ratio, each side rounded to the nearest multiple of ``2**num_downs`` (the
+small aspect change this causes is undone by the resize back). The hole is
+resized conservatively (a working pixel is a hole if any pixel under it is),
+the network fills it, the working-size result is upsampled to the original
+size and pasted **only inside the original hole**: outside it the output is
+the decoded input, bit for bit. A 4000x3000 photo therefore costs one
+256x256 forward pass; a larger ``size`` gives sharper fills at more cost.
+
+**Input/output.** Images may be RGB, RGBA, grey, palette or 16-bit; they are
+decoded to 8-bit RGB (:func:`shiftnet_jax.data.to_rgb_uint8`: 16-bit / 257,
+alpha composited over white, EXIF rotation applied) and the output is 8-bit
+RGB PNG. Masks: any nonzero pixel is a hole (LaMa's convention; transparent
+pixels of a mask with alpha are not). An empty mask returns the image
+unchanged; a mask covering everything gives the network's output (finite).
+
+**Folders** follow LaMa: ``x.png`` with ``x_mask.png`` or ``x_mask001.png``,
+``x_mask002.png``, ... beside it; each mask gives one output named after the
+mask (``OUT/x_mask001.png``), subfolders are mirrored. With ``flow`` a
+visualisation of the shift is written beside each output (``*_flow.png``,
+see :func:`flow_image`). Bad files are reported in one line and skipped.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+from pathlib import Path
+
+import cv2
+import jax
+import numpy as np
+from PIL import Image, ImageOps
+
+from shiftnet_jax import data, metrics
+from shiftnet_jax.shift import shift_indices
+
+MASK_RE = re.compile(r"^(?P<base>.+)_mask(?P<num>\d*)$")
+DEFAULT_SIZE = 256
+
+
+class InputError(ValueError):
+    """A bad input file; the message is one line and names the file."""
+
+
+# ------------------------------------------------------------ reading files
+def load_image(path) -> np.ndarray:
+    """Any image file -> uint8 (H, W, 3) RGB; raises :class:`InputError`."""
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such file")
+    try:
+        return data.decode_image(os.fspath(path))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise InputError(f"{path}: not a readable image ({_first_line(e)})") from None
+
+
+def load_mask(path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A mask file -> bool (H, W), True = hole (nonzero pixel); checks ``shape`` = (H, W)."""
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such file")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            if im.mode not in ("1", "L", "LA", "I", "F", "RGB", "RGBA") and not im.mode.startswith("I;16"):
+                im = im.convert("RGBA")
+            a = np.asarray(im)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise InputError(f"{path}: not a readable mask image ({_first_line(e)})") from None
+    if a.ndim == 2:
+        hole = a > 0
+    elif im.mode in ("LA", "RGBA"):  # transparent pixels are never holes
+        hole = (a[..., :-1] > 0).any(-1) & (a[..., -1] > 0)
+    else:
+        hole = (a > 0).any(-1)
+    if shape is not None and hole.shape != tuple(shape):
+        raise InputError(f"{path}: mask is {hole.shape[1]}x{hole.shape[0]} but its image is "
+                         f"{shape[1]}x{shape[0]} (width x height)")
+    return hole
+
+
+def as_rgb_uint8(image) -> np.ndarray:
+    """An array (H, W), (H, W, 1|3|4), uint8 or uint16 -> uint8 (H, W, 3), as files are decoded."""
+    a = np.asarray(image)
+    if a.dtype == np.uint16:
+        a = np.rint(a / 257.0).astype(np.uint8)
+    if a.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 or uint16, got {a.dtype}")
+    a = a[..., None] if a.ndim == 2 else a
+    if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"image must be (H, W) or (H, W, 1|3|4), got {a.shape}")
+    if a.shape[-1] == 4:  # over white, like decoded files
+        alpha = a[..., 3:].astype(np.float32) / 255.0
+        a = np.rint(a[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    return np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a
+
+
+def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """Grow a bool (H, W) hole by ``pixels`` (round structuring element)."""
+    if pixels <= 0:
+        return mask
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pixels + 1, 2 * pixels + 1))
+    return cv2.dilate(mask.astype(np.uint8), kernel) > 0
+
+
+# -------------------------------------------------------- working resolution
+def working_size(height: int, width: int, size: int, multiple: int) -> tuple[int, int]:
+    """(h, w): longer side ~ ``size``, aspect kept, each side a multiple of ``multiple`` (>= 1x)."""
+    scale = size / max(height, width)
+    return tuple(max(1, int(side * scale / multiple + 0.5)) * multiple for side in (height, width))
+
+
+def _resize(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    shrink = hw[0] * hw[1] < a.shape[0] * a.shape[1]
+    return cv2.resize(a, (hw[1], hw[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
+def _prepare(image, mask, size, multiple):
+    """Original (uint8, bool) -> working image (h, w, 3) in [-1, 1] and hole (h, w, 1) float32."""
+    hw = working_size(*image.shape[:2], size, multiple)
+    small = _resize(image, hw).astype(np.float32) / 127.5 - 1.0
+    # Area-average then "> 0": every working pixel that touches the hole is a hole.
+    hole = cv2.resize(mask.astype(np.float32), (hw[1], hw[0]), interpolation=cv2.INTER_AREA) > 0
+    return small, hole.astype(np.float32)[..., None]
+
+
+@functools.partial(jax.jit, static_argnames=("model", "flow"))
+def forward(model, variables, image, hole, flow: bool = False):
+    """Composited output (B, h, w, 3) in [-1, 1]; with ``flow`` also the shift's
+    (index (B, n), valid (B, n), feature hole (B, h', w')) at the shift layer."""
+    output, features = model.apply(variables, image, hole, return_features=True)
+    output = metrics.composite(output, image, hole)
+    if not flow:
+        return output, None
+    index, valid = shift_indices(features.decoded, features.encoded, features.hole,
+                                 tile=model.shift_tile)
+    return output, (index, valid, features.hole)
+
+
+def _pad(x: np.ndarray, n: int) -> np.ndarray:
+    return np.concatenate([x, np.zeros((n - len(x),) + x.shape[1:], x.dtype)]) if len(x) < n else x
+
+
+# ------------------------------------------------------------------ the shift, visible
+def position_colour(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Colour of a normalised position (y, x) in [0, 1]: red grows with x, green with y,
+    blue = 1 - (x + y) / 2 (top-left blue, top-right pink, bottom-left green, bottom-right yellow)."""
+    return np.stack([x, y, 1.0 - 0.5 * (x + y)], axis=-1)
+
+
+def flow_image(image: np.ndarray, feature_hole: np.ndarray, index: np.ndarray,
+               valid: np.ndarray) -> np.ndarray:
+    """Where each hole feature was copied from, as uint8 (H, W, 3) at the image's size.
+
+    Every shift-layer position gets the colour of a position (:func:`position_colour`):
+    known positions their own, blended half with the grey image; hole positions the
+    colour of their *source*, at full strength. A filled region coloured like a known
+    region was copied from there. Black: a hole position with nothing to copy.
+
+    Args:
+      image: uint8 (H, W, 3) original. feature_hole: bool (h, w).
+      index: int (h*w,) flat source positions; valid: bool (h*w,).
+    """
+    gh, gw = feature_hole.shape
+    own = np.arange(gh * gw)
+    src_y, src_x = np.divmod(np.where(valid, index, own), gw)
+    colour = position_colour(src_y / max(gh - 1, 1), src_x / max(gw - 1, 1))
+    colour = np.where((feature_hole.ravel() & ~valid)[:, None], 0.0, colour).reshape(gh, gw, 3)
+    height, width = image.shape[:2]
+    up = cv2.resize(colour.astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
+    in_hole = cv2.resize(feature_hole.astype(np.uint8), (width, height),
+                         interpolation=cv2.INTER_NEAREST)[..., None] > 0
+    grey = image.astype(np.float32).mean(-1, keepdims=True) / 255.0
+    return np.rint(255 * np.where(in_hole, up, 0.5 * up + 0.5 * grey)).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- inpainting
+def inpaint_batch(model, variables, images, masks, *, size: int | None = None, dilate_px: int = 0,
+                  flow: bool = False, batch_size: int = 8):
+    """Inpaint a list of images; returns a list of uint8 (H, W, 3) (or (output, flow) pairs).
+
+    Images of the same working size share jitted calls of up to ``batch_size``
+    (padded to a power of two, so few shapes are compiled).
+
+    Args:
+      images: uint8/uint16 arrays (H, W[, 1|3|4]); masks: bool/int (H, W), nonzero = hole.
+      size: working size (longer side); default 256. dilate_px: grow holes first.
+    """
+    size = size or DEFAULT_SIZE
+    multiple = 2 ** model.num_downs
+    jobs, results = [], [None] * len(images)
+    for i, (image, mask) in enumerate(zip(images, masks)):
+        image = as_rgb_uint8(image)
+        mask = np.asarray(mask)
+        mask = mask[..., 0] if mask.ndim == 3 else mask
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"mask {mask.shape} does not match image {image.shape[:2]}")
+        mask = dilate(mask != 0, dilate_px)
+        jobs.append((i, image, mask, *_prepare(image, mask, size, multiple)))
+    groups: dict[tuple, list] = {}
+    for job in jobs:
+        groups.setdefault(job[3].shape, []).append(job)
+    for group in groups.values():
+        for start in range(0, len(group), batch_size):
+            chunk = group[start:start + batch_size]
+            for job, result in zip(chunk, _run(model, variables, chunk, flow, batch_size)):
+                results[job[0]] = result
+    return results
+
+
+def _run(model, variables, chunk, flow, batch_size):
+    """Forward one same-size chunk; yields finished (output[, flow]) per job."""
+    n = min(batch_size, 1 << (len(chunk) - 1).bit_length())
+    small = _pad(np.stack([j[3] for j in chunk]), n)
+    hole = _pad(np.stack([j[4] for j in chunk]), n)
+    # Nothing to fill anywhere: skip the network (the result is the input).
+    if not hole.any() and not flow:
+        out, extra = small, None
+    else:
+        out, extra = jax.device_get(forward(model, variables, small, hole, flow=flow))
+    for k, job in enumerate(chunk):
+        image, mask = job[1], job[2]
+        filled = image.copy()
+        if mask.any():
+            up = cv2.resize(np.nan_to_num(out[k]), (image.shape[1], image.shape[0]),
+                            interpolation=cv2.INTER_CUBIC)
+            up = np.clip(np.rint((up + 1.0) * 127.5), 0, 255).astype(np.uint8)
+            filled[mask] = up[mask]  # known pixels stay exactly the input's
+        if not flow:
+            yield filled
+        else:
+            index, valid, fhole = (np.asarray(a[k]) for a in extra)
+            yield filled, flow_image(image, fhole, index.ravel(), valid.ravel())
+
+
+def inpaint_image(model, variables, image, mask, *, size: int | None = None, dilate_px: int = 0,
+                  flow: bool = False):
+    """One image: uint8 (H, W, 3) output equal to ``image`` outside the (dilated) hole.
+
+    Args:
+      image: uint8/uint16 (H, W[, 1|3|4]). mask: (H, W) bool, True/nonzero = hole.
+      size: working size (longer side, default 256); see the module docstring.
+    Returns:
+      uint8 (H, W, 3); with ``flow`` a pair (output, flow image uint8 (H, W, 3)).
+    """
+    return inpaint_batch(model, variables, [image], [mask], size=size, dilate_px=dilate_px,
+                         flow=flow, batch_size=1)[0]
+
+
+def _save(path: Path, image: np.ndarray):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
+def inpaint_file(model, variables, image_path, mask_path, out_path, *, size=None, dilate_px=0,
+                 flow=False) -> list[Path]:
+    """``image_path`` + ``mask_path`` -> ``out_path`` (PNG; with flow also ``*_flow.png``)."""
+    image = load_image(image_path)
+    mask = load_mask(mask_path, image.shape[:2])
+    result = inpaint_image(model, variables, image, mask, size=size, dilate_px=dilate_px, flow=flow)
+    out_path = Path(out_path)
+    written = [out_path]
+    _save(out_path, result[0] if flow else result)
+    if flow:
+        written.append(out_path.with_name(out_path.stem + "_flow.png"))
+        _save(written[-1], result[1])
+    return written
+
+
+def find_pairs(input_dir) -> tuple[list[tuple[Path, Path, Path]], list[str]]:
+    """LaMa folder convention -> ([(image, mask, output path relative to OUT)], [errors])."""
+    root = Path(input_dir)
+    if not root.is_dir():
+        raise InputError(f"{input_dir}: no such directory")
+    images, maskfiles = {}, []
+    for d, _, files in sorted(os.walk(root)):
+        for f in sorted(files):
+            p = Path(d) / f
+            if f.startswith(".") or not f.lower().endswith(data.IMAGE_EXTENSIONS):
+                continue  # non-image names are not ours to judge
+            m = MASK_RE.match(p.stem)
+            if m:
+                maskfiles.append((p, p.parent / m["base"]))
+            else:
+                images.setdefault(p.parent / p.stem, []).append(p)
+    pairs, errors, used = [], [], set()
+    for mask, base in maskfiles:
+        found = images.get(base, [])
+        if len(found) != 1:
+            why = "no image" if not found else f"{len(found)} images ({', '.join(x.name for x in found)})"
+            errors.append(f"{mask}: {why} named {base.name}.* beside it")
+            continue
+        used.add(base)
+        pairs.append((found[0], mask, mask.relative_to(root).with_suffix(".png")))
+    for base, found in images.items():
+        if base not in used:
+            errors.extend(f"{p}: no mask (expected {base.name}_mask.png beside it)" for p in found)
+    return pairs, errors
+
+
+def inpaint_folder(model, variables, input_dir, output_dir, *, size=None, dilate_px=0, flow=False,
+                   batch_size: int = 8, progress: bool = True, log=None) -> dict:
+    """Inpaint every (image, mask) pair of ``input_dir`` into ``output_dir``.
+
+    Bad pairs are reported through ``log`` (one line each; default stderr) and
+    skipped. Returns ``{"written": [paths], "errors": [one-line messages]}``.
+    """
+    from tqdm import tqdm
+
+    if Path(input_dir).resolve() == Path(output_dir).resolve():
+        raise InputError(f"{output_dir}: the output folder must differ from the input folder "
+                         "(outputs are named like the masks)")
+    pairs, errors = find_pairs(input_dir)
+    bar = tqdm(total=len(pairs), desc="inpaint", unit="img", disable=not progress)
+    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    for e in errors:
+        log(f"error: {e}")
+    size, multiple, out_root = size or DEFAULT_SIZE, 2 ** model.num_downs, Path(output_dir)
+    written, pending, cache = [], {}, (None, None)
+
+    def flush(key):
+        chunk = pending.pop(key)
+        try:
+            for (_, _, _, _, _, out_rel), result in zip(chunk, _run(model, variables, chunk, flow,
+                                                                     batch_size)):
+                out = out_root / out_rel
+                _save(out, result[0] if flow else result)
+                written.append(out)
+                if flow:
+                    _save(out.with_name(out.stem + "_flow.png"), result[1])
+        except OSError as e:
+            errors.append(f"{out_root}: cannot write ({_first_line(e)})")
+            log(f"error: {errors[-1]}")
+        bar.update(len(chunk))
+
+    for image_path, mask_path, out_rel in pairs:
+        try:
+            if cache[0] != image_path:  # masks of one image are adjacent: decode it once
+                cache = (image_path, None)
+                cache = (image_path, load_image(image_path))
+            if cache[1] is None:
+                raise InputError(f"{image_path}: not readable (see above)")
+            mask = dilate(load_mask(mask_path, cache[1].shape[:2]), dilate_px)
+        except InputError as e:
+            errors.append(str(e))
+            log(f"error: {e}")
+            bar.update(1)
+            continue
+        job = (None, cache[1], mask, *_prepare(cache[1], mask, size, multiple), out_rel)
+        pending.setdefault(job[3].shape, []).append(job)
+        if len(pending[job[3].shape]) == batch_size:
+            flush(job[3].shape)
+    for key in list(pending):
+        flush(key)
+    bar.close()
+    return {"written": written, "errors": errors}
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
