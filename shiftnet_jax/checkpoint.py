@@ -65,8 +65,7 @@ def restore(mngr, step: int | None = None, target=None):
     step = mngr.latest_step() if step is None else step
     if step is None:
         return None, None
-    args = ocp.args.StandardRestore(target) if target is not None else None
-    return step, mngr.restore(step, args=args)
+    return step, mngr.restore(step, args=ocp.args.StandardRestore(target))
 
 
 def export_generator(out_dir, model_kwargs: dict, variables, *, config: dict | None = None,

