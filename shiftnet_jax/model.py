@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from shiftnet_jax.conv import Conv4x4
 from shiftnet_jax.feature_hole import METHODS as FEATURE_HOLE_METHODS
 from shiftnet_jax.feature_hole import feature_hole
 from shiftnet_jax.shift import shift
@@ -69,14 +70,15 @@ class Down(nn.Module):
     features: int
     activation: bool
     norm: str | None
+    conv_impl: str = "auto"
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         if self.activation:
             x = nn.leaky_relu(x, 0.2)
-        x = nn.Conv(self.features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
-                    dtype=self.dtype, kernel_init=conv_init, name="conv")(x)
+        x = Conv4x4(self.features, impl=self.conv_impl, dtype=self.dtype,
+                    kernel_init=conv_init, name="conv")(x)
         if self.norm:
             x = make_norm(self.norm, train, self.dtype, "norm")(x)
         return x
@@ -87,13 +89,15 @@ class Up(nn.Module):
 
     features: int
     norm: str | None
+    conv_impl: str = "auto"
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        # Padding k-1-p = 2 on the 2x-dilated input is PyTorch's ConvTranspose2d(4, 2, 1).
-        x = nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                             dtype=self.dtype, kernel_init=conv_init, name="conv")(x)
+        # = nn.ConvTranspose(padding=2): padding k-1-p = 2 on the 2x-dilated input is
+        # PyTorch's ConvTranspose2d(4, 2, 1) with the kernel flipped (see convert.py).
+        x = Conv4x4(self.features, transpose=True, impl=self.conv_impl, dtype=self.dtype,
+                    kernel_init=conv_init, name="conv")(x)
         if self.norm:
             x = make_norm(self.norm, train, self.dtype, "norm")(x)
         return x
@@ -112,6 +116,9 @@ class ShiftNetGenerator(nn.Module):
       output_channels: 3 for RGB.
       dtype: computation dtype (parameters stay float32).
       shift_tile: column tile of the shift's similarity; None = automatic.
+      conv_impl: how the 4x4 stride-2 convs are computed (same parameters and
+        results): "auto" (per backend), "lax", "subpixel", "taps", "im2col";
+        see :mod:`shiftnet_jax.conv`.
     """
 
     ngf: int = 64
@@ -123,6 +130,7 @@ class ShiftNetGenerator(nn.Module):
     output_channels: int = 3
     dtype: Any = jnp.float32
     shift_tile: int | None = None
+    conv_impl: str = "auto"
 
     def setup(self):
         if self.norm not in NORMS:
@@ -139,11 +147,11 @@ class ShiftNetGenerator(nn.Module):
         # before a norm (where it is inert) and with BatchNorm.
         self.down = [
             Down(widths[i], activation=i > 0, norm=None if i in (0, last) else self.norm,
-                 dtype=self.dtype, name=f"down_{i}")
+                 conv_impl=self.conv_impl, dtype=self.dtype, name=f"down_{i}")
             for i in range(self.num_downs)]
         self.up = [
             Up(widths[i - 1] if i else self.output_channels, norm=self.norm if i else None,
-               dtype=self.dtype, name=f"up_{i}")
+               conv_impl=self.conv_impl, dtype=self.dtype, name=f"up_{i}")
             for i in range(self.num_downs)]
 
     @property

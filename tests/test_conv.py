@@ -1,0 +1,52 @@
+"""Every formulation of the 4x4 stride-2 convs computes what lax's convs compute."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shiftnet_jax import conv
+
+
+@settings(max_examples=8, deadline=None)
+@given(h=st.sampled_from([1, 2, 3, 8]), w=st.sampled_from([1, 2, 5]), seed=st.integers(0, 99))
+def test_transposed_formulations_agree(h, w, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(2, h, w, 3)).astype(np.float32)
+    k = rng.normal(size=(4, 4, 3, 5)).astype(np.float32)
+    expected = np.asarray(conv.conv_transpose_lax(x, k))
+    assert expected.shape == (2, 2 * h, 2 * w, 5)
+    for name in ("subpixel", "taps"):
+        np.testing.assert_allclose(conv.CONV_TRANSPOSE[name](x, k), expected, rtol=1e-5,
+                                   atol=1e-5, err_msg=name)
+
+
+@settings(max_examples=8, deadline=None)
+@given(h=st.sampled_from([2, 4, 6]), w=st.sampled_from([2, 8]), seed=st.integers(0, 99))
+def test_conv_formulations_agree(h, w, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(2, h, w, 3)).astype(np.float32)
+    k = rng.normal(size=(4, 4, 3, 5)).astype(np.float32)
+    np.testing.assert_allclose(conv.conv_im2col(x, k), conv.conv_lax(x, k), rtol=1e-5, atol=1e-5)
+
+
+def test_module_gradients_agree_across_formulations():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 8, 8, 3)), jnp.float32)
+    for transpose, names in ((True, ("lax", "subpixel", "taps")), (False, ("lax", "im2col"))):
+        grads = []
+        for name in names:
+            module = conv.Conv4x4(4, transpose=transpose, impl=name)
+            variables = module.init(jax.random.key(0, impl="rbg"), x)
+            grads.append(jax.grad(lambda v: jnp.sum(jnp.sin(module.apply(v, x))))(variables))
+        for g in grads[1:]:
+            for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(g)):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_unknown_formulation_is_a_clear_error():
+    with pytest.raises(ValueError, match="conv_impl must be one of"):
+        conv.choose("winograd", False, 8)
+    with pytest.raises(ValueError, match="not a transposed-conv formulation"):
+        conv.Conv4x4(4, transpose=True, impl="im2col").init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
