@@ -31,7 +31,8 @@ EPS = 1e-8
 
 # Above this many similarity entries per image, the similarity is computed in
 # column tiles with a running max/argmax (O(N*tile) memory instead of O(N^2)).
-DENSE_MAX_ENTRIES = 4096 * 4096
+# From 64x64 maps on, tiles were also faster on CPU (BENCHMARKS.md).
+DENSE_MAX_ENTRIES = 2048 * 2048
 DEFAULT_TILE = 2048
 
 
