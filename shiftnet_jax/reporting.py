@@ -53,7 +53,7 @@ def sample_grid(image, hole, output, max_rows: int = 4):
     Returns a uint8 (rows * H, 4 * W, 3) array.
     """
     image, hole, output = (np.asarray(x, np.float32)[:max_rows] for x in (image, hole, output))
-    masked = image * (1 - hole) + 0.0 * hole   # 0 is mid-grey in [-1, 1]
+    masked = image * (1 - hole)   # the hole shows as 0, mid-grey in [-1, 1]
     composite = image * (1 - hole) + output * hole
     rows = [np.concatenate([masked[i], output[i], composite[i], image[i]], axis=1)
             for i in range(image.shape[0])]

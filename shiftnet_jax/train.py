@@ -88,9 +88,7 @@ def train_step(state: TrainState, batch, *, config):
     g_vars, d_vars = state.generator, state.discriminator
 
     # 1. Guidance target: only the encoder levels it needs, on the ground truth.
-    target_vars = {"params": g_vars["params"], **({"batch_stats": g_vars["batch_stats"]}
-                                                  if "batch_stats" in g_vars else {})}
-    target = generator.apply(target_vars, image, hole, method=generator.guidance_target)
+    target = generator.apply(g_vars, image, hole, method=generator.guidance_target)
     target = jax.lax.stop_gradient(target)
 
     # 2. Generator forward, kept for the backward pass of step 4.
