@@ -39,6 +39,7 @@ import numpy as np
 from shiftnet_jax import checkpoint, masks, metrics
 from shiftnet_jax import data as datalib
 from shiftnet_jax.inpaint import forward
+from shiftnet_jax.reporting import to_uint8
 
 METHODS = ("shiftnet", "telea", "navier_stokes", "mean_fill")
 METRICS = ("psnr", "ssim", "l1", "l2")
@@ -105,10 +106,6 @@ class _Head:
 
     def describe(self, i):
         return getattr(self.source, "describe", lambda j: f"item {j}")(i)
-
-
-def _u8(x):
-    return np.clip(np.rint((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def _panel(images: list[np.ndarray], labels: list[str]) -> np.ndarray:
@@ -179,8 +176,8 @@ def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: i
             image, hole = batch["image"], batch["hole"]
             b = len(image)
             image_p, hole_p = pad(image), pad(hole)  # one shape: one compilation
-            ours = _u8(forward(model, variables, image_p, hole_p)[0][:b])
-            gt = _u8(image)
+            ours = to_uint8(forward(model, variables, image_p, hole_p)[0][:b])
+            gt = to_uint8(image)
             preds = {"shiftnet": ours, **baselines(gt, hole[..., 0] > 0.5, pool)}
             s = jax.device_get(_scores(np.stack([pad(preds[m]) for m in METHODS]), image_p, hole_p))
             for j, m in enumerate(METHODS):

@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from shiftnet_jax import data, metrics
+from shiftnet_jax.reporting import to_uint8
 from shiftnet_jax.shift import shift_indices
 
 MASK_RE = re.compile(r"^(?P<base>.+)_mask(?P<num>\d*)$")
@@ -232,7 +233,7 @@ def _run(model, variables, chunk, flow, batch_size):
         if mask.any():
             up = cv2.resize(np.nan_to_num(out[k]), (image.shape[1], image.shape[0]),
                             interpolation=cv2.INTER_CUBIC)
-            up = np.clip(np.rint((up + 1.0) * 127.5), 0, 255).astype(np.uint8)
+            up = to_uint8(up)
             filled[mask] = up[mask]  # known pixels stay exactly the input's
         if not flow:
             yield filled
