@@ -1,7 +1,7 @@
 """Evaluate a checkpoint: PSNR, SSIM, mean L1 and l2 (whole image and hole), overall and
 per hole-ratio band, against OpenCV Telea / Navier-Stokes inpainting and mean fill.
 
-    python eval.py --ckpt DIR [--data FOLDER] [--masks center|rect|island|strokes|mix|FOLDER]
+    python eval.py --ckpt DIR [--data FOLDER] [--masks center|rect|island|strokes|mix|FOLDER] [--mask-threshold 0]
                    [--out DIR/eval] [--batch-size 16] [--limit N] [--seed 0]
 
 Prints a table; writes report.json, report.md and sample_*.png into --out.
@@ -19,7 +19,10 @@ def parse(argv=None):
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     p.add_argument("--data", default=None, help="folder of test images (default: the config's test split)")
     p.add_argument("--masks", default="center",
-                   help="center (half-side square), rect, island, strokes, mix, or a folder of masks (white = hole)")
+                   help="center (half-side square), rect, island, strokes, mix (options as kind:name=value,...), "
+                        "or a folder of mask images (nonzero = hole)")
+    p.add_argument("--mask-threshold", type=float, default=0,
+                   help="mask folder: a pixel is a hole when its 8-bit value is above this (default 0)")
     p.add_argument("--out", default=None, help="output folder (default: CKPT/eval)")
     p.add_argument("--batch-size", type=int, default=16, help="images per jitted call")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
@@ -42,6 +45,7 @@ def main(argv=None) -> int:
         report = evaluate.evaluate(args.ckpt, data=args.data, masks=args.masks, out_dir=args.out,
                                    batch_size=args.batch_size, limit=args.limit, seed=args.seed,
                                    samples=args.samples, size=args.size, step=args.step,
+                                   mask_threshold=args.mask_threshold,
                                    progress=not args.no_progress)
     except (ValueError, OSError) as e:  # NotACheckpointError, missing folders, bad masks: one line
         print(f"error: {e}", file=sys.stderr)

@@ -3,7 +3,7 @@
     python inpaint.py --ckpt DIR --input IN_DIR --output OUT_DIR [--flow]   # x.png + x_mask*.png
     python inpaint.py --ckpt DIR --image x.png --mask m.png --out y.png     # one image
 
-Masks: nonzero = hole. Output: 8-bit RGB PNG, identical to the input outside the
+Masks: nonzero = hole (--mask-threshold T: value > T). Output: 8-bit RGB PNG, identical to the input outside the
 hole. Working size, formats and naming: see ``shiftnet_jax/inpaint.py``.
 Exit code 0 if everything was inpainted, 1 if anything failed, 2 for bad flags.
 """
@@ -25,6 +25,8 @@ def parse(argv=None):
     p.add_argument("--size", type=int, default=None,
                    help="working size: longer side the network sees (default: training crop size)")
     p.add_argument("--dilate", type=int, default=0, help="grow holes by N pixels first")
+    p.add_argument("--mask-threshold", type=float, default=0,
+                   help="a mask pixel is a hole when its 8-bit value is above this (default 0: nonzero)")
     p.add_argument("--flow", action="store_true", help="also write *_flow.png: where the shift copied from")
     p.add_argument("--batch-size", type=int, default=8, help="images per jitted call")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     size = args.size or (config.get("data") or {}).get("crop_size") or inpaint.DEFAULT_SIZE
-    opts = dict(size=size, dilate_px=args.dilate, flow=args.flow)
+    opts = dict(size=size, dilate_px=args.dilate, flow=args.flow, threshold=args.mask_threshold)
     try:
         if args.image:
             written = inpaint.inpaint_file(model, variables, args.image, args.mask, args.out, **opts)

@@ -1,31 +1,40 @@
-"""Train Shift-Net: python train.py --config configs/places6.py [--config.key=value] [--workdir DIR]."""
+"""Train Shift-Net: python train.py --config configs/places6.py [--config.key=value ...] [--workdir DIR].
 
+Any config field can be overridden, e.g. --config.optim.lr=1e-4 --config.data.dir=~/photos.
+Running the same command again resumes from the workdir's latest checkpoint.
+Exit code 0 when done, 1 when training cannot start or stops on an error, 2 for bad flags.
+"""
+
+import argparse
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", "configs/sample.py", "training config file",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "where checkpoints and logs go (default runs/<config.name>)")
+def parse(argv=None):
+    """(args, [(config key, text), ...]); ``--config.KEY=VALUE`` and ``--config.KEY VALUE``."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/sample.py", help="config file (default configs/sample.py)")
+    p.add_argument("--workdir", default=None, help="checkpoints and logs (default runs/<config.name>)")
+    args, rest = p.parse_known_args(argv)
+    overrides = []
+    while rest:
+        item = rest.pop(0)
+        if not item.startswith("--config."):
+            p.error(f"unrecognised argument {item!r} (config fields are set as --config.KEY=VALUE)")
+        key, eq, value = item[len("--config."):].partition("=")
+        if not eq:
+            if not rest:
+                p.error(f"{item} needs a value: {item}=VALUE")
+            value = rest.pop(0)
+        overrides.append((key, value))
+    return args, overrides
 
 
-def main(argv):
-    del argv
-    logging.set_verbosity(logging.WARNING)   # Orbax logs every save at INFO
-    from shiftnet_jax.train_loop import TrainingDiverged, train_and_evaluate
+def main(argv=None) -> int:
+    args, overrides = parse(argv)
+    from shiftnet_jax.train_loop import run_from_command_line
 
-    config = flags.FLAGS.config
-    workdir = flags.FLAGS.workdir or f"runs/{config.name}"
-    try:
-        summary = train_and_evaluate(config, workdir)
-    except (ValueError, FileNotFoundError, TrainingDiverged) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if k != "step")
-    print(f"done: step {summary['step']} in {workdir}: {shown}")
-    return 0
+    return run_from_command_line(args.config, overrides, args.workdir)
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    sys.exit(main())

@@ -1,9 +1,27 @@
-"""The default training config; ``configs/*.py`` start from it and change what differs.
+"""Training configs: the defaults, loading ``configs/*.py``, command-line overrides, checks.
 
-Every field can be overridden on the command line: ``--config.optim.lr=1e-4``.
+``configs/*.py`` define ``get_config()`` returning an ``ml_collections.ConfigDict``
+built on :func:`default_config`. Any field can be overridden on the command
+line, ``--config.optim.lr=1e-4``; :func:`apply_overrides` converts the text to
+the field's type, and :func:`validate` checks values against what they accept.
+Every problem is a :class:`ConfigError` whose message is one line.
 """
 
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import os
+from pathlib import Path
+
 import ml_collections
+
+_DTYPES = ("float32", "bfloat16")
+
+
+class ConfigError(ValueError):
+    """A config file, field or value that cannot be used; the message is one line."""
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -41,5 +59,180 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint_every = 2000
     c.keep_checkpoints = 3
     c.eval_batches = 8        # test batches evaluated at the end of training
-    c.distributed = False     # call jax.distributed.initialize() (multi-host)
+    c.distributed = False     # jax.distributed.initialize() from JAX_COORDINATOR_ADDRESS & co.
     return c
+
+
+# ------------------------------------------------------------------ loading
+def load_config(path) -> ml_collections.ConfigDict:
+    """Run ``path``'s ``get_config()``; a missing or broken file is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: no such file")
+    spec = importlib.util.spec_from_file_location(f"_shiftnet_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        config = module.get_config()
+    except Exception as e:  # a user's file: any error becomes one line naming it
+        raise ConfigError(f"config file {path}: {type(e).__name__}: {_one_line(e)}") from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"config file {path}: get_config() must return an ml_collections.ConfigDict")
+    return config
+
+
+def _one_line(e) -> str:
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else "")[:200]
+
+
+def field_paths(config, prefix: str = "") -> list[str]:
+    """Every leaf field as a dotted path, e.g. ``["batch_size", "data.mask", ...]``."""
+    paths = []
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            paths += field_paths(value, f"{prefix}{key}.")
+        else:
+            paths.append(prefix + key)
+    return paths
+
+
+def _suggest(key: str, paths: list[str]) -> str:
+    """' (did you mean a or b?)' for the fields nearest to ``key``, or ''."""
+    leaf = key.rpartition(".")[2]
+    near = difflib.get_close_matches(key, paths, n=3, cutoff=0.6)
+    near += [p for p in paths if p not in near and (
+        leaf in p.rpartition(".")[2] or difflib.get_close_matches(leaf, [p.rpartition(".")[2]], cutoff=0.75))]
+    return f" (did you mean {' or '.join(near[:3])}?)" if near else ""
+
+
+# ---------------------------------------------------------------- overrides
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _convert(text: str, current):
+    """``text`` as a value of the type of ``current``."""
+    if isinstance(current, bool):
+        return _parse_bool(text)
+    if isinstance(current, int):
+        return int(text.strip())
+    if isinstance(current, float):
+        return float(text.strip())
+    if isinstance(current, str):
+        return text
+    if isinstance(current, (tuple, list)):
+        stripped = text.strip()
+        if stripped.startswith(("(", "[")):
+            items = ast.literal_eval(stripped)
+        else:
+            items = [t.strip() for t in stripped.split(",") if t.strip()]
+        kind = type(current[0]) if current else str
+        return tuple(_convert(str(t), kind()) if kind is not str else str(t) for t in items)
+    try:  # None or another type: a Python literal, else the text
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _type_name(value) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+    if isinstance(value, (tuple, list)):
+        return "a comma-separated list"
+    return names.get(type(value), type(value).__name__)
+
+
+def apply_override(config, key: str, text: str):
+    """Set dotted field ``key`` of ``config`` from command-line ``text``, typed like its default."""
+    paths = field_paths(config)
+    node, parts = config, key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            raise ConfigError(f"unknown config field {key!r}{_suggest(key, paths)}")
+        if i < len(parts) - 1:
+            node = node[part]
+    current = node[parts[-1]]
+    if isinstance(current, ml_collections.ConfigDict):
+        fields = ", ".join(field_paths(current, key + "."))
+        raise ConfigError(f"config field {key!r} is a group; set one of its fields: {fields}")
+    try:
+        value = _convert(text, current)
+    except (ValueError, SyntaxError):
+        raise ConfigError(f"config field {key!r} takes {_type_name(current)}, got {text!r}") from None
+    node[parts[-1]] = value
+
+
+def apply_overrides(config, overrides: list[tuple[str, str]]):
+    """Apply ``[(dotted key, text), ...]`` in order; returns ``config``."""
+    for key, text in overrides:
+        apply_override(config, key, text)
+    return config
+
+
+# --------------------------------------------------------------- validation
+def _choice(config, key, choices):
+    value = _get(config, key)
+    if value not in choices:
+        raise ConfigError(f"config field {key!r} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def _at_least(config, key, minimum):
+    value = _get(config, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ConfigError(f"config field {key!r} must be a number >= {minimum}; got {value!r}")
+
+
+def _get(config, key):
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def validate(config):
+    """Check every value the training run will use; raise :class:`ConfigError` on the first bad one."""
+    from shiftnet_jax import feature_hole, losses, masks, sources
+    from shiftnet_jax.conv import IMPLS
+    from shiftnet_jax.model import NORMS
+
+    _choice(config, "model.norm", NORMS)
+    _choice(config, "model.feature_hole", feature_hole.METHODS)
+    _choice(config, "model.conv_impl", IMPLS)
+    _choice(config, "discriminator.norm", NORMS)
+    _choice(config, "loss.gan", losses.GANS)
+    _choice(config, "compute_dtype", _DTYPES)
+    _choice(config, "data.source", sources.SOURCES)
+    for key in ("model.ngf", "model.num_downs", "model.output_channels", "discriminator.ndf",
+                "discriminator.n_layers", "data.crop_size", "batch_size", "log_every",
+                "keep_checkpoints"):
+        _at_least(config, key, 1)
+    for key in ("num_steps", "sample_every", "checkpoint_every", "eval_batches", "data.load_size",
+                "data.num_workers", "data.prefetch", "optim.lr", "loss.l1", "loss.guidance",
+                "loss.adversarial"):
+        _at_least(config, key, 0)
+    if not config.num_steps and not config.num_epochs > 0:
+        raise ConfigError("set config field 'num_steps' (> 0) or 'num_epochs' (> 0)")
+    for key in ("optim.b1", "optim.b2"):
+        if not 0 <= _get(config, key) < 1:
+            raise ConfigError(f"config field {key!r} must lie in [0, 1); got {_get(config, key)!r}")
+    downs, shift_layer = config.model.num_downs, config.model.shift_layer
+    if not 2 <= shift_layer <= downs - 1:
+        raise ConfigError(f"config field 'model.shift_layer' must lie in [2, model.num_downs - 1 = "
+                          f"{downs - 1}]; got {shift_layer}")
+    if config.data.crop_size % 2 ** downs:
+        raise ConfigError(f"config field 'data.crop_size' must be a multiple of 2**model.num_downs = "
+                          f"{2 ** downs}; got {config.data.crop_size}")
+    if config.data.source in ("folder", "paris") and not config.data.dir:
+        raise ConfigError(f"data.source {config.data.source!r} needs a folder: --config.data.dir=PATH")
+    if config.data.dir and not os.path.isdir(os.path.expanduser(config.data.dir)):
+        raise ConfigError(f"config field 'data.dir': {config.data.dir} is not a folder")
+    try:
+        masks.make_mask_fn(config.data.mask)
+    except ValueError as e:
+        raise ConfigError(f"config field 'data.mask': {_one_line(e)}") from None
+    return config

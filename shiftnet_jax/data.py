@@ -1,30 +1,10 @@
-"""Host-side input pipeline: image sources, augmentation, masks, batching.
+"""Host-side input pipeline: augmentation, masks, batching of an image source.
 
 Batches are dicts ``{"image": (B,H,W,3) float32 in [-1, 1], "hole": (B,H,W,1)
 float32, 1 = missing}``. Decoding, resizing and masks run on the host in
 worker threads (PIL and NumPy release the GIL), a few batches ahead of the
-training step.
-
-Sources (``__len__``, ``__getitem__(i) -> uint8 (H, W, 3)``, ``describe(i)``):
-
-* :class:`SampleSource` -- the offline default: colour photographs shipped
-  inside the scikit-image wheel (read from ``skimage/data/`` directly, without
-  importing skimage or its network fetcher). train = astronaut, coffee,
-  motorcycle_left, hubble_deep_field; test = chelsea, rocket.
-* :class:`FolderSource` -- every image under a folder (recursive, sorted).
-  Paris StreetView, as its authors distribute it::
-
-      ROOT/paris_train_original/*.JPG   14,900 training images (936x537)
-      ROOT/paris_eval_gt/*.png          100 test images (227x227: upscaled)
-
-  Split subfolders recognised: ``train``/``training``/``paris_train_original``
-  and ``test``/``eval``/``val``/``validation``/``paris_eval_gt``; a folder
-  without them is used whole for every split.
-* :class:`TfdsSource` -- ``tfds.data_source`` (ArrayRecord random access, no
-  TensorFlow), optionally restricted to some classes; the filtered index list
-  is computed once and cached as ``.npy``. The paper's Places subset is
-  ``places365_small`` with :data:`PLACES_SCENES` ("field" matches both
-  field/cultivated and field/wild; name one to get only it).
+training step. Sources (sample photos, folders, TFDS) are in
+:mod:`shiftnet_jax.sources`.
 
 Determinism: epoch ``e`` visits ``permutation_e = rng(seed, e)`` of the
 images; host ``p`` of ``P`` takes every P-th entry (training drops the last
@@ -47,192 +27,17 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import hashlib
 import importlib.util
-import io
 import itertools
-import logging
 import os
-import re
 import sys
 import threading
 import warnings
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
-PLACES_SCENES = ("butte", "canyon", "field", "synagogue", "tundra", "valley")
-SAMPLE_PHOTOS = {"train": ("astronaut.png", "coffee.png", "motorcycle_left.png", "hubble_deep_field.jpg"),
-                 "test": ("chelsea.png", "rocket.jpg")}
-_SPLIT_DIRS = {"train": ("train", "training", "paris_train_original"),
-               "test": ("test", "eval", "val", "validation", "paris_eval_gt")}
-
-
-# ----------------------------------------------------------------- decoding
-def to_rgb_uint8(im: Image.Image) -> np.ndarray:
-    """Any PIL image (grey, palette, alpha, 16-bit, float, CMYK) -> uint8 (H, W, 3)."""
-    im = ImageOps.exif_transpose(im)
-    if im.mode in ("I", "F") or im.mode.startswith("I;16"):  # high bit depth grey
-        a = np.asarray(im, dtype=np.float64)
-        if im.mode == "F" and a.max(initial=0) <= 1.0:
-            a = a * 255.0
-        elif im.mode != "F" and (im.mode.startswith("I;16") or a.max(initial=0) > 255):
-            a = a / 257.0  # 16-bit range -> 8-bit
-        g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=-1)
-    if "A" in im.mode or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")  # composite transparency over white
-        im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), rgba)
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-
-def decode_image(data) -> np.ndarray:
-    """A file path or encoded bytes -> uint8 (H, W, 3); raises on bad data."""
-    with Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data) as im:
-        im.load()  # force the full decode here, so truncated files raise
-        return to_rgb_uint8(im)
-
-
-# ------------------------------------------------------------------ sources
-class FolderSource:
-    """Images under ``root`` (recursive, sorted; hidden files skipped)."""
-
-    def __init__(self, root, split: str | None = None, subdir: str | None = None):
-        root = Path(root).expanduser()
-        if not root.is_dir():
-            raise FileNotFoundError(f"image folder not found: {root}")
-        if subdir is None and split is not None:
-            subdir = next((d for d in _SPLIT_DIRS.get(split, (split,)) if (root / d).is_dir()), None)
-        self.root = root / subdir if subdir else root
-        self.paths = sorted(
-            os.path.join(d, f)
-            for d, dirs, files in os.walk(self.root, followlinks=True)
-            for f in files
-            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
-        if not self.paths:
-            raise FileNotFoundError(f"no images ({'/'.join(IMAGE_EXTENSIONS)}) under {self.root}")
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        return decode_image(self.paths[i])
-
-    def describe(self, i):
-        return self.paths[i]
-
-
-class SampleSource(FolderSource):
-    """The built-in photos of :data:`SAMPLE_PHOTOS` (scikit-image wheel, no network)."""
-
-    def __init__(self, split: str = "train"):
-        spec = importlib.util.find_spec("skimage")  # locates the package, does not import it
-        if spec is None or not spec.submodule_search_locations:
-            raise ImportError("the 'sample' source needs scikit-image: pip install scikit-image")
-        folder = Path(list(spec.submodule_search_locations)[0]) / "data"
-        self.root = folder
-        self.paths = [str(folder / f) for f in SAMPLE_PHOTOS["test" if split != "train" else "train"]]
-        missing = [p for p in self.paths if not os.path.isfile(p)]
-        if missing:
-            raise FileNotFoundError(f"scikit-image sample photos missing: {missing}")
-
-
-class TfdsSource:
-    """A TFDS dataset read through ``tfds.data_source``, optionally class-filtered.
-
-    ``skip_decoding`` lets TFDS hand over the encoded JPEG (decoded later with
-    PIL in the workers, and skipped by the one-off label scan); pass False for
-    ``tfds.testing.mock_data``, which cannot encode without TensorFlow. A
-    ``data_source`` object (``len``, ``[i] -> {image, label}``) and its
-    ``label_names`` may be given instead of a prepared dataset.
-    """
-
-    def __init__(self, name: str = "places365_small", split: str = "train", *, data_dir=None,
-                 classes=None, cache_dir=None, data_source=None, label_names=None,
-                 skip_decoding: bool = True, image_key: str = "image", label_key: str = "label"):
-        self.name, self.split, self.image_key, self.label_key = name, split, image_key, label_key
-        self.ds = data_source if data_source is not None else _open_tfds(name, split, data_dir, image_key,
-                                                                         skip_decoding)
-        self.indices = None
-        if classes:
-            if label_names is None:
-                label_names = self.ds.dataset_info.features[label_key].names
-            wanted = _match_classes(label_names, classes)
-            self.indices = _cached_filter(self, wanted, cache_dir)
-
-    def __len__(self):
-        return len(self.ds) if self.indices is None else len(self.indices)
-
-    def _index(self, i):
-        return int(i if self.indices is None else self.indices[i])
-
-    def __getitem__(self, i):
-        img = self.ds[self._index(i)][self.image_key]
-        if isinstance(img, np.ndarray) and img.dtype.kind in "OSV":  # encoded bytes in an array
-            img = img.item()
-        if isinstance(img, (bytes, bytearray)):  # SkipDecoding: encoded JPEG/PNG
-            return decode_image(bytes(img))
-        img = np.asarray(img, dtype=np.uint8)
-        return np.repeat(img, 3, axis=-1) if img.ndim == 2 or img.shape[-1] == 1 else img[..., :3]
-
-    def describe(self, i):
-        return f"{self.name}/{self.split}[{self._index(i)}]"
-
-
-def _open_tfds(name, split, data_dir, image_key, skip_decoding):
-    import tensorflow_datasets as tfds  # lazy: slow import, only needed here
-    decoders = {image_key: tfds.decode.SkipDecoding()} if skip_decoding else None
-    try:
-        return tfds.data_source(name, split=split, data_dir=data_dir, download=False, decoders=decoders)
-    except Exception as e:  # not prepared, wrong format, ...: one actionable line
-        where = f" --data_dir={data_dir}" if data_dir else ""
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise FileNotFoundError(
-            f"TFDS dataset {name!r} split {split!r} is not prepared as ArrayRecord; prepare it once with "
-            f"`tfds build {name} --file_format=array_record{where}` ({type(e).__name__}: {first})") from e
-
-
-def _match_classes(names, classes) -> list[int]:
-    """Label ids whose name is a requested class or one of its sub-classes ("field" -> "field/wild")."""
-    names = [re.sub(r"^/?[a-z]/", "", n) for n in names]  # "/f/field/wild" -> "field/wild"
-    ids = []
-    for c in classes:
-        hit = [i for i, n in enumerate(names) if n == c or n.startswith(c + "/")]
-        if not hit:
-            raise ValueError(f"class {c!r} matches no label name")
-        ids += hit
-    return sorted(set(ids))
-
-
-def _scan_labels(ds, label_key, chunk=4096) -> np.ndarray:
-    """Every record's label (one pass, threaded by chunks)."""
-    def read(start):
-        return [int(ds[i][label_key]) for i in range(start, min(start + chunk, len(ds)))]
-    with concurrent.futures.ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as ex:
-        return np.array(list(itertools.chain.from_iterable(ex.map(read, range(0, len(ds), chunk)))),
-                        dtype=np.int64)
-
-
-def _cached_filter(src: TfdsSource, wanted, cache_dir) -> np.ndarray:
-    key = hashlib.sha1(repr((src.name, src.split, wanted, len(src.ds))).encode()).hexdigest()[:12]
-    if cache_dir is None:  # next to the prepared data if writable, else a user cache
-        data_dir = getattr(getattr(src.ds, "dataset_info", None), "data_dir", None)
-        ok = data_dir is not None and os.path.isdir(data_dir) and os.access(data_dir, os.W_OK)
-        cache_dir = data_dir if ok else os.path.join(os.path.expanduser("~"), ".cache", "shiftnet_jax")
-    path = os.path.join(cache_dir, re.sub(r"[^\w.-]+", "_", f"{src.name}-{src.split}-{key}") + ".npy")
-    if os.path.isfile(path):
-        return np.load(path)
-    log.info("scanning %d labels of %s/%s (cached afterwards in %s)", len(src.ds), src.name, src.split, path)
-    idx = np.flatnonzero(np.isin(_scan_labels(src.ds, src.label_key), wanted)).astype(np.int64)
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp.npy"
-    np.save(tmp, idx)
-    os.replace(tmp, path)  # atomic: concurrent hosts never read a half-written file
-    return idx
+from shiftnet_jax import masks, sources
 
 
 # --------------------------------------------------------------- transforms
@@ -390,25 +195,6 @@ def make_loader(source, *, batch_size: int, crop_size: int = 256, load_size: int
     return Loader(batches, start_step, plan.share / batch_size)
 
 
-def make_source(cfg, train: bool):
-    """The source named by ``cfg.source`` for the train or eval split."""
-    kind = cfg.get("source", "sample")
-    split = cfg.get("train_split" if train else "eval_split", None)
-    if kind == "sample":
-        return SampleSource("train" if train else "test")
-    if kind in ("folder", "paris"):
-        if not cfg.get("dir"):
-            raise ValueError(f"data.source={kind!r} needs data.dir")
-        return FolderSource(cfg.get("dir"), split="train" if train else "test", subdir=split)
-    if kind in ("tfds", "places"):
-        name = cfg.get("name", None) or "places365_small"
-        classes = cfg.get("classes", None)
-        classes = list(PLACES_SCENES) if classes is None and kind == "places" else classes
-        return TfdsSource(name, split or ("train" if train else "validation"), data_dir=cfg.get("dir", None) or None,
-                          classes=list(classes) if classes else None, cache_dir=cfg.get("cache_dir", None) or None)
-    raise ValueError(f"unknown data.source {kind!r} (sample, folder, paris, tfds, places)")
-
-
 def from_config(cfg, *, train: bool, batch_size: int | None = None, mask_fn=None, seed: int | None = None,
                 start_step: int = 0, num_epochs: int | None = None, process_index: int | None = None,
                 process_count: int | None = None, source=None) -> Loader:
@@ -427,14 +213,13 @@ def from_config(cfg, *, train: bool, batch_size: int | None = None, mask_fn=None
     if not hasattr(cfg, "get"):
         raise TypeError("cfg must be a ConfigDict or dict")
     if mask_fn is None:
-        from shiftnet_jax import masks
         spec = cfg.get("mask", "center")
         mask_fn = masks.make_mask_fn(spec.to_dict() if hasattr(spec, "to_dict") else spec)
     if process_index is None or process_count is None:
         import jax
         process_index, process_count = jax.process_index(), jax.process_count()
     return make_loader(
-        source if source is not None else make_source(cfg, train),
+        source if source is not None else sources.make_source(cfg, train),
         batch_size=batch_size or cfg.get("batch_size", 1), crop_size=cfg.get("crop_size", 256),
         load_size=cfg.get("load_size", 350), train=train, mask_fn=mask_fn,
         seed=cfg.get("seed", 0) if seed is None else seed, num_epochs=num_epochs, start_step=start_step,

@@ -28,7 +28,6 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
@@ -36,9 +35,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from shiftnet_jax import checkpoint, masks, metrics
+from shiftnet_jax import checkpoint, image_io, metrics, sources
+from shiftnet_jax import masks as masklib
 from shiftnet_jax import data as datalib
-from shiftnet_jax.inpaint import forward
+from shiftnet_jax.predict import forward, pad_batch
 from shiftnet_jax.reporting import to_uint8
 
 METHODS = ("shiftnet", "telea", "navier_stokes", "mean_fill")
@@ -79,17 +79,11 @@ def baselines(image: np.ndarray, hole: np.ndarray, pool=None) -> dict[str, np.nd
     return {"telea": cv(cv2.INPAINT_TELEA), "navier_stokes": cv(cv2.INPAINT_NS), "mean_fill": fill}
 
 
-def mask_fn_for(spec):
-    """``center`` (the paper's half-side square), ``rect``/``island``/``strokes``/``mix``,
-    a folder of mask images (white = hole) or a :func:`masks.make_mask_fn` dict."""
-    if isinstance(spec, Mapping):
-        return masks.make_mask_fn(dict(spec))
-    if spec in masks.KINDS and spec != "files":
-        return masks.make_mask_fn(spec)
-    if os.path.isdir(spec):
-        return masks.make_mask_fn({"kind": "files", "paths": spec})
-    raise ValueError(f"masks {spec!r}: neither a mask kind (center, rect, island, strokes, mix) "
-                     "nor a folder of mask images")
+def _mask_fn(spec, threshold):
+    """``make_mask_fn`` of a spec, or of a mask folder read with ``threshold``."""
+    if isinstance(spec, str) and spec.partition(":")[0] not in masklib.KINDS and os.path.isdir(spec):
+        spec = {"kind": "files", "paths": spec, "threshold": threshold}
+    return masklib.make_mask_fn(spec)
 
 
 class _Head:
@@ -133,13 +127,18 @@ def _summary(scores, select) -> dict:
 
 def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: int = 16,
              limit: int | None = None, seed: int = 0, samples: int = 4, size: int | None = None,
-             step: int | None = None, progress: bool = True, generator=None) -> dict:
+             step: int | None = None, progress: bool = True, generator=None,
+             mask_threshold: float = image_io.MASK_THRESHOLD) -> dict:
     """Score a checkpoint and the baselines; write the reports; return the report dict.
 
     Args:
       ckpt_dir: checkpoint directory (its ``config.json`` gives the model and data).
       data: a folder of images instead of the config's test split.
-      masks: see :func:`mask_fn_for`; drawn with ``seed`` (same seed, same holes).
+      masks: a mask spec (``center``, ``rect:max_size=96``, ``strokes``, ...; see
+        :func:`shiftnet_jax.masks.make_mask_fn`) or a folder of mask images; drawn
+        with ``seed`` (same seed, same holes).
+      mask_threshold: for a mask folder, the 8-bit strength above which a pixel is a
+        hole (default 0: nonzero = hole).
       out_dir: where reports and samples go (default ``ckpt_dir/eval``).
       batch_size: images per jitted call; limit: only the first ``limit`` images.
       size: image side (default the config's ``crop_size``; a multiple of 2**num_downs).
@@ -157,35 +156,34 @@ def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: i
     if crop % 2 ** model.num_downs:
         raise ValueError(f"image size {crop} must be a multiple of 2**num_downs = {2 ** model.num_downs}")
     load = max(crop, round((dcfg.get("load_size") or crop) * crop / (dcfg.get("crop_size") or crop)))
-    source = datalib.FolderSource(data) if data else datalib.make_source(dcfg, train=False)
+    source = sources.FolderSource(data) if data else sources.make_source(dcfg, train=False)
     described = str(data) if data else f"{dcfg.get('source', 'sample')} {dcfg.get('eval_split', 'test')}"
     source = _Head(source, limit) if limit else source
     batch_size = max(1, min(batch_size, len(source)))  # no padding work for small sets
     loader = datalib.make_loader(source, batch_size=batch_size, crop_size=crop, load_size=load,
-                                 train=False, mask_fn=mask_fn_for(masks), seed=seed)
+                                 train=False, mask_fn=_mask_fn(masks, mask_threshold), seed=seed)
     out_dir = Path(out_dir) if out_dir else Path(ckpt_dir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
 
     rows = {m: {r: {k: [] for k in METRICS} for r in REGIONS} for m in METHODS}
     ratios, band_rows, sample_paths = [], [], []
-    pad = lambda x: np.concatenate([x, np.zeros((batch_size - len(x),) + x.shape[1:], x.dtype)])
     with warnings.catch_warnings(record=True) as caught, \
             concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         warnings.simplefilter("always", RuntimeWarning)
         for batch in tqdm(loader, total=math.ceil(len(source) / batch_size), desc="eval", disable=not progress):
             image, hole = batch["image"], batch["hole"]
             b = len(image)
-            image_p, hole_p = pad(image), pad(hole)  # one shape: one compilation
-            ours = to_uint8(forward(model, variables, image_p, hole_p)[0][:b])
+            image_p, hole_p = pad_batch(image, batch_size), pad_batch(hole, batch_size)  # one shape: one compilation
+            ours = to_uint8(forward(model, variables, image_p, hole_p).composite[:b])
             gt = to_uint8(image)
             preds = {"shiftnet": ours, **baselines(gt, hole[..., 0] > 0.5, pool)}
-            s = jax.device_get(_scores(np.stack([pad(preds[m]) for m in METHODS]), image_p, hole_p))
+            s = jax.device_get(_scores(np.stack([pad_batch(preds[m], batch_size) for m in METHODS]), image_p, hole_p))
             for j, m in enumerate(METHODS):
                 for r in REGIONS:
                     for k in METRICS:
                         v = s[r][k][j, :b]
                         rows[m][r][k].append(np.minimum(v, PSNR_CAP) if k == "psnr" else v)
-            ratios.append((hole[..., 0] > 0.5).mean(axis=(1, 2)))
+            ratios.append(masklib.hole_ratio(hole))
             band_rows.append(np.asarray(metrics.hole_ratio_band(hole_p))[:b])
             for i in range(min(b, samples - len(sample_paths))):
                 masked = np.where(hole[i] > 0.5, 255, gt[i]).astype(np.uint8)

@@ -14,10 +14,10 @@ the decoded input, bit for bit. A 4000x3000 photo therefore costs one
 256x256 forward pass; a larger ``size`` gives sharper fills at more cost.
 
 **Input/output.** Images may be RGB, RGBA, grey, palette or 16-bit; they are
-decoded to 8-bit RGB (:func:`shiftnet_jax.data.to_rgb_uint8`: 16-bit / 257,
-alpha composited over white, EXIF rotation applied) and the output is 8-bit
-RGB PNG. Masks: any nonzero pixel is a hole (LaMa's convention; transparent
-pixels of a mask with alpha are not). An empty mask returns the image
+decoded to 8-bit RGB by :mod:`shiftnet_jax.image_io` (16-bit / 257, alpha
+composited over white, EXIF rotation applied) and the output is 8-bit RGB PNG.
+Masks: any nonzero pixel is a hole (LaMa's convention; transparent pixels of a
+mask with alpha are not; ``threshold`` raises the bar, see ``image_io``). An empty mask returns the image
 unchanged; a mask covering everything gives the network's output (finite).
 
 **Folders** follow LaMa: ``x.png`` with ``x_mask.png`` or ``x_mask001.png``,
@@ -29,7 +29,6 @@ see :func:`flow_image`). Bad files are reported in one line and skipped.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import sys
@@ -38,72 +37,17 @@ from pathlib import Path
 import cv2
 import jax
 import numpy as np
-from PIL import Image, ImageOps
 
-from shiftnet_jax import data, metrics
+from shiftnet_jax import image_io
+from shiftnet_jax.image_io import InputError, as_rgb_uint8
+from shiftnet_jax.predict import forward, pad_batch
 from shiftnet_jax.reporting import to_uint8
-from shiftnet_jax.shift import shift_indices
 
 MASK_RE = re.compile(r"^(?P<base>.+)_mask(?P<num>\d*)$")
 DEFAULT_SIZE = 256
 
 
-class InputError(ValueError):
-    """A bad input file; the message is one line and names the file."""
-
-
-# ------------------------------------------------------------ reading files
-def load_image(path) -> np.ndarray:
-    """Any image file -> uint8 (H, W, 3) RGB; raises :class:`InputError`."""
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: no such file")
-    try:
-        return data.decode_image(os.fspath(path))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise InputError(f"{path}: not a readable image ({_first_line(e)})") from None
-
-
-def load_mask(path, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """A mask file -> bool (H, W), True = hole (nonzero pixel); checks ``shape`` = (H, W)."""
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: no such file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            if im.mode not in ("1", "L", "LA", "I", "F", "RGB", "RGBA") and not im.mode.startswith("I;16"):
-                im = im.convert("RGBA")
-            a = np.asarray(im)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise InputError(f"{path}: not a readable mask image ({_first_line(e)})") from None
-    if a.ndim == 2:
-        hole = a > 0
-    elif im.mode in ("LA", "RGBA"):  # transparent pixels are never holes
-        hole = (a[..., :-1] > 0).any(-1) & (a[..., -1] > 0)
-    else:
-        hole = (a > 0).any(-1)
-    if shape is not None and hole.shape != tuple(shape):
-        raise InputError(f"{path}: mask is {hole.shape[1]}x{hole.shape[0]} but its image is "
-                         f"{shape[1]}x{shape[0]} (width x height)")
-    return hole
-
-
-def as_rgb_uint8(image) -> np.ndarray:
-    """An array (H, W), (H, W, 1|3|4), uint8 or uint16 -> uint8 (H, W, 3), as files are decoded."""
-    a = np.asarray(image)
-    if a.dtype == np.uint16:
-        a = np.rint(a / 257.0).astype(np.uint8)
-    if a.dtype != np.uint8:
-        raise ValueError(f"image must be uint8 or uint16, got {a.dtype}")
-    a = a[..., None] if a.ndim == 2 else a
-    if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"image must be (H, W) or (H, W, 1|3|4), got {a.shape}")
-    if a.shape[-1] == 4:  # over white, like decoded files
-        alpha = a[..., 3:].astype(np.float32) / 255.0
-        a = np.rint(a[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-    return np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a
-
-
+# ------------------------------------------------------------ holes
 def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
     """Grow a bool (H, W) hole by ``pixels`` (round structuring element)."""
     if pixels <= 0:
@@ -131,23 +75,6 @@ def _prepare(image, mask, size, multiple):
     # Area-average then "> 0": every working pixel that touches the hole is a hole.
     hole = cv2.resize(mask.astype(np.float32), (hw[1], hw[0]), interpolation=cv2.INTER_AREA) > 0
     return small, hole.astype(np.float32)[..., None]
-
-
-@functools.partial(jax.jit, static_argnames=("model", "flow"))
-def forward(model, variables, image, hole, flow: bool = False):
-    """Composited output (B, h, w, 3) in [-1, 1]; with ``flow`` also the shift's
-    (index (B, n), valid (B, n), feature hole (B, h', w')) at the shift layer."""
-    output, features = model.apply(variables, image, hole, return_features=True)
-    output = metrics.composite(output, image, hole)
-    if not flow:
-        return output, None
-    index, valid = shift_indices(features.decoded, features.encoded, features.hole,
-                                 tile=model.shift_tile)
-    return output, (index, valid, features.hole)
-
-
-def _pad(x: np.ndarray, n: int) -> np.ndarray:
-    return np.concatenate([x, np.zeros((n - len(x),) + x.shape[1:], x.dtype)]) if len(x) < n else x
 
 
 # ------------------------------------------------------------------ the shift, visible
@@ -220,13 +147,14 @@ def inpaint_batch(model, variables, images, masks, *, size: int | None = None, d
 def _run(model, variables, chunk, flow, batch_size):
     """Forward one same-size chunk; yields finished (output[, flow]) per job."""
     n = min(batch_size, 1 << (len(chunk) - 1).bit_length())
-    small = _pad(np.stack([j[3] for j in chunk]), n)
-    hole = _pad(np.stack([j[4] for j in chunk]), n)
+    small = pad_batch(np.stack([j[3] for j in chunk]), n)
+    hole = pad_batch(np.stack([j[4] for j in chunk]), n)
     # Nothing to fill anywhere: skip the network (the result is the input).
     if not hole.any() and not flow:
         out, extra = small, None
     else:
-        out, extra = jax.device_get(forward(model, variables, small, hole, flow=flow))
+        prediction = jax.device_get(forward(model, variables, small, hole, flow=flow))
+        out, extra = prediction.composite, prediction.flow
     for k, job in enumerate(chunk):
         image, mask = job[1], job[2]
         filled = image.copy()
@@ -256,23 +184,18 @@ def inpaint_image(model, variables, image, mask, *, size: int | None = None, dil
                          flow=flow, batch_size=1)[0]
 
 
-def _save(path: Path, image: np.ndarray):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
-
-
 def inpaint_file(model, variables, image_path, mask_path, out_path, *, size=None, dilate_px=0,
-                 flow=False) -> list[Path]:
+                 flow=False, threshold: float = image_io.MASK_THRESHOLD) -> list[Path]:
     """``image_path`` + ``mask_path`` -> ``out_path`` (PNG; with flow also ``*_flow.png``)."""
-    image = load_image(image_path)
-    mask = load_mask(mask_path, image.shape[:2])
+    image = image_io.read_image(image_path)
+    mask = image_io.read_mask(mask_path, image.shape[:2], threshold)
     result = inpaint_image(model, variables, image, mask, size=size, dilate_px=dilate_px, flow=flow)
     out_path = Path(out_path)
     written = [out_path]
-    _save(out_path, result[0] if flow else result)
+    image_io.save_png(out_path, result[0] if flow else result)
     if flow:
         written.append(out_path.with_name(out_path.stem + "_flow.png"))
-        _save(written[-1], result[1])
+        image_io.save_png(written[-1], result[1])
     return written
 
 
@@ -285,7 +208,7 @@ def find_pairs(input_dir) -> tuple[list[tuple[Path, Path, Path]], list[str]]:
     for d, _, files in sorted(os.walk(root)):
         for f in sorted(files):
             p = Path(d) / f
-            if f.startswith(".") or not f.lower().endswith(data.IMAGE_EXTENSIONS):
+            if not image_io.is_image_file(f):
                 continue  # non-image names are not ours to judge
             m = MASK_RE.match(p.stem)
             if m:
@@ -308,7 +231,8 @@ def find_pairs(input_dir) -> tuple[list[tuple[Path, Path, Path]], list[str]]:
 
 
 def inpaint_folder(model, variables, input_dir, output_dir, *, size=None, dilate_px=0, flow=False,
-                   batch_size: int = 8, progress: bool = True, log=None) -> dict:
+                   batch_size: int = 8, progress: bool = True, log=None,
+                   threshold: float = image_io.MASK_THRESHOLD) -> dict:
     """Inpaint every (image, mask) pair of ``input_dir`` into ``output_dir``.
 
     Bad pairs are reported through ``log`` (one line each; default stderr) and
@@ -333,12 +257,12 @@ def inpaint_folder(model, variables, input_dir, output_dir, *, size=None, dilate
             for (_, _, _, _, _, out_rel), result in zip(chunk, _run(model, variables, chunk, flow,
                                                                      batch_size)):
                 out = out_root / out_rel
-                _save(out, result[0] if flow else result)
+                image_io.save_png(out, result[0] if flow else result)
                 written.append(out)
                 if flow:
-                    _save(out.with_name(out.stem + "_flow.png"), result[1])
+                    image_io.save_png(out.with_name(out.stem + "_flow.png"), result[1])
         except OSError as e:
-            errors.append(f"{out_root}: cannot write ({_first_line(e)})")
+            errors.append(f"{out_root}: cannot write ({image_io.first_line(e)})")
             log(f"error: {errors[-1]}")
         bar.update(len(chunk))
 
@@ -346,10 +270,10 @@ def inpaint_folder(model, variables, input_dir, output_dir, *, size=None, dilate
         try:
             if cache[0] != image_path:  # masks of one image are adjacent: decode it once
                 cache = (image_path, None)
-                cache = (image_path, load_image(image_path))
+                cache = (image_path, image_io.read_image(image_path))
             if cache[1] is None:
                 raise InputError(f"{image_path}: not readable (see above)")
-            mask = dilate(load_mask(mask_path, cache[1].shape[:2]), dilate_px)
+            mask = dilate(image_io.read_mask(mask_path, cache[1].shape[:2], threshold), dilate_px)
         except InputError as e:
             errors.append(str(e))
             log(f"error: {e}")
@@ -365,6 +289,3 @@ def inpaint_folder(model, variables, input_dir, output_dir, *, size=None, dilate
     return {"written": written, "errors": errors}
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__

@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from shiftnet_jax import image_io
+
 MaskFn = Callable[[np.random.Generator, "int | tuple[int, int]"], np.ndarray]
 
 # The reference (Shift-Net_pytorch) cuts its random 120x120 square and its
@@ -33,8 +35,6 @@ _REF_SIDE = 256
 _REF_RECT = 120
 _REF_CANVAS = 350
 _REF_GRID = 21  # int(0.06 * 350) noise cells across the canvas
-
-_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 # ----------------------------------------------------------------------------
@@ -448,66 +448,32 @@ def _mixture_fn(fns: list[MaskFn], probs: np.ndarray) -> MaskFn:
 # Files
 # ----------------------------------------------------------------------------
 
-def load_mask_image(path, size=None) -> np.ndarray:
-    """A mask read from an image file: white / bright pixels are holes.
-
-    The image is reduced to 8-bit gray (luma for colour images) and thresholded
-    at > 127. 16-bit images are compared on the same scale (>= 32768 of 65535).
-    For images with alpha, transparent pixels count as black (known): the
-    gray value is multiplied by alpha / 255 first. Palette and 1-bit images
-    are expanded first.
+def load_mask_image(path, size=None, threshold: float = image_io.MASK_THRESHOLD) -> np.ndarray:
+    """A mask read from an image file with :func:`shiftnet_jax.image_io.decode_mask`'s rule
+    (bright = hole: strength > ``threshold``, 0 by default).
 
     Args:
       path: file path.
       size: optional int or (H, W); the mask is resized with nearest neighbour.
+      threshold: 8-bit strength above which a pixel is a hole.
 
     Returns:
       (H, W, 1) float32, 1 = hole.
     """
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow is in the "train" extra
-        raise ValueError("load_mask_image needs Pillow: pip install pillow") from None
     out_size = None if size is None else _pair(size, "size")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            hole = _gray_hole(image)
-    except (OSError, Image.UnidentifiedImageError) as err:
-        raise ValueError(f"cannot read mask image {os.fspath(path)!r}: {err}") from None
-    mask = _as_mask(hole)
+    mask = _as_mask(image_io.read_mask(path, threshold=threshold))
     if out_size is not None and mask.shape[:2] != out_size:
         mask = _resize_nearest(mask, out_size)
     return mask
 
 
-def _gray_hole(image) -> np.ndarray:
-    """Bool (H, W) hole from a PIL image, per the rules of :func:`load_mask_image`."""
-    mode = image.mode
-    if mode.startswith("I;16") or mode == "I":
-        # 16-bit gray (Pillow opens 16-bit PNGs as "I;16" or "I").
-        return np.asarray(image, dtype=np.int64) >= 32768
-    if mode == "F":
-        raise ValueError("float ('F' mode) mask images are not supported; save the mask as 8- or 16-bit")
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-        mode = image.mode
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        gray = np.asarray(rgba.convert("RGB").convert("L"), dtype=np.float64)
-        alpha = np.asarray(rgba, dtype=np.float64)[..., 3]
-        return gray * (alpha / 255.0) > 127
-    return np.asarray(image.convert("L"), dtype=np.int64) > 127
-
-
 def _mask_paths(paths) -> list[str]:
-    """Sorted image files from a directory, or a given list of files."""
+    """Sorted image files from a directory (recursive), or a given list of files."""
     if isinstance(paths, (str, os.PathLike)):
         root = os.fspath(paths)
         if not os.path.isdir(root):
             raise ValueError(f"mask folder {root!r} does not exist")
-        found = sorted(os.path.join(root, name) for name in os.listdir(root)
-                       if name.lower().endswith(_IMAGE_EXTENSIONS))
+        found = image_io.list_images(root)
     elif isinstance(paths, Sequence):
         found = [os.fspath(p) for p in paths]
     else:
@@ -517,9 +483,9 @@ def _mask_paths(paths) -> list[str]:
     return found
 
 
-def _files_fn(paths) -> MaskFn:
+def _files_fn(paths, threshold: float = image_io.MASK_THRESHOLD) -> MaskFn:
     """Masks from files, loaded once, one chosen per call and resized (nearest) to ``size``."""
-    loaded = [load_mask_image(p) for p in _mask_paths(paths)]
+    loaded = [load_mask_image(p, threshold=threshold) for p in _mask_paths(paths)]
 
     def fn(rng: np.random.Generator, size) -> np.ndarray:
         _check_rng(rng)
@@ -578,22 +544,35 @@ def parse_mask_spec(text: str):
 def make_mask_fn(spec) -> MaskFn:
     """A mask function ``fn(rng, size) -> (H, W, 1) float32`` from a spec.
 
+    The one builder behind ``--config.data.mask``, ``eval.py --masks`` and the
+    data loader.
+
     Args:
       spec: a kind name -- "center", "rect", "island", "strokes", "mix" (equal
-        weights of rect, island, strokes) -- or a dict with a "kind" key and
-        that kind's options, e.g.
+        weights of rect, island, strokes) --, a command-line spec
+        ``"kind:option=value,..."`` (:func:`parse_mask_spec`), a folder of mask
+        images (kind "files"), or a dict with a "kind" key and that kind's options, e.g.
         ``{"kind": "rect", "min_size": 32, "max_size": 128}``,
         ``{"kind": "center", "overlap": 4}``,
         ``{"kind": "mix", "kinds": {"center": 1, "strokes": {"weight": 3, "max_strokes": 3}}}``,
-        ``{"kind": "files", "paths": "masks/"}`` (a folder or a list of files;
-        white = hole; loaded once, resized with nearest neighbour).
+        ``{"kind": "files", "paths": "masks/", "threshold": 127}`` (a folder or a list of
+        files; bright = hole as :mod:`shiftnet_jax.image_io` reads masks; loaded once,
+        resized with nearest neighbour).
 
     Returns:
       A function of (rng, size); size is an int or (H, W). "center" ignores rng.
     """
-    if isinstance(spec, str):
-        kind, options = spec, {}
-    elif isinstance(spec, Mapping):
+    if isinstance(spec, (str, os.PathLike)):
+        text = os.fspath(spec)
+        head = text.partition(":")[0].strip()
+        if head not in KINDS and os.path.isdir(text):
+            spec = {"kind": "files", "paths": text}
+        elif head not in KINDS:
+            raise ValueError(f"unknown mask kind {head!r}: use one of {', '.join(KINDS[:-1])} "
+                             "(optionally kind:option=value,...) or a folder of mask images")
+        else:
+            spec = parse_mask_spec(text)
+    if isinstance(spec, Mapping):
         options = dict(spec)
         kind = options.pop("kind", None)
         if not isinstance(kind, str):
@@ -609,10 +588,11 @@ def make_mask_fn(spec) -> MaskFn:
             raise ValueError(f"unknown option(s) {extra} for mask kind 'mix'; valid: ['kinds']")
         return _mixture_fn(*_mixture_parts(options.get("kinds", _DEFAULT_MIX)))
     if kind == "files":
-        extra = sorted(set(options) - {"paths"})
+        extra = sorted(set(options) - {"paths", "threshold"})
         if extra or "paths" not in options:
-            raise ValueError("mask kind 'files' takes exactly one option, 'paths' (a folder or a list of files)")
-        return _files_fn(options["paths"])
+            raise ValueError("mask kind 'files' takes the options 'paths' (a folder or a list of files) "
+                             "and 'threshold' (8-bit strength above which a pixel is a hole, default 0)")
+        return _files_fn(options["paths"], options.get("threshold", image_io.MASK_THRESHOLD))
 
     generator = _GENERATORS[kind]
     _options(generator, options, kind)

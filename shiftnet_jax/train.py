@@ -140,12 +140,6 @@ def train_step(state: TrainState, batch, *, config):
     return new_state, scalars
 
 
-def predict(generator_vars, batch, *, config):
-    """Eval-mode generator output (B, H, W, 3), for sample grids and evaluation."""
-    generator, _ = make_models(config)
-    return generator.apply(generator_vars, batch["image"], batch["hole"])
-
-
 # --- data parallelism ---------------------------------------------------------
 
 def make_mesh(devices=None) -> Mesh:
@@ -179,9 +173,3 @@ def jit_train_step(config, mesh: Mesh):
     return jax.jit(functools.partial(train_step, config=config),
                    in_shardings=(replicated, split), out_shardings=(replicated, replicated),
                    donate_argnums=0)
-
-
-def jit_predict(config, mesh: Mesh):
-    replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    return jax.jit(functools.partial(predict, config=config),
-                   in_shardings=(replicated, split), out_shardings=split)

@@ -11,15 +11,19 @@ Workdir layout::
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import signal
+import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from shiftnet_jax import checkpoint, data, masks, metrics, reporting
+from shiftnet_jax import checkpoint, data, metrics, predict, reporting, sources
+from shiftnet_jax import config as configlib
 from shiftnet_jax import train as training
 
 
@@ -50,10 +54,6 @@ class _StopRequested:
             signal.signal(sig, handler)
 
 
-def mask_fn(data_config):
-    return masks.make_mask_fn(masks.parse_mask_spec(data_config.mask))
-
-
 def total_steps(config, steps_per_epoch: float) -> int:
     if config.num_steps:
         return int(config.num_steps)
@@ -72,21 +72,66 @@ def _mean_scalars(pending):
     return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
 
 
-def evaluate(state, config, mesh, predict, local_batch: int):
-    """Hole and whole-image metrics of the composite on up to ``eval_batches`` test batches."""
-    loader = data.from_config(config.data, train=False, batch_size=local_batch,
-                              mask_fn=mask_fn(config.data), seed=config.seed)
+def init_distributed():
+    """``jax.distributed.initialize`` from ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``
+    and ``JAX_PROCESS_ID`` where set (else JAX's own cluster detection), with CPU
+    collectives over gloo so that processes without accelerators can all-reduce."""
+    kwargs = {}
+    for name, key, cast in (("JAX_COORDINATOR_ADDRESS", "coordinator_address", str),
+                            ("JAX_NUM_PROCESSES", "num_processes", int),
+                            ("JAX_PROCESS_ID", "process_id", int)):
+        if os.environ.get(name):
+            try:
+                kwargs[key] = cast(os.environ[name])
+            except ValueError:
+                raise configlib.ConfigError(f"{name}={os.environ[name]!r} is not an integer") from None
+    try:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except (AttributeError, ValueError):  # option absent in this JAX: its default applies
+        pass
+    jax.distributed.initialize(**kwargs)
+
+
+def gather(x):
+    """A (possibly multi-process) global array -> the whole array as NumPy on every process."""
+    if jax.process_count() == 1:
+        return np.asarray(jax.device_get(x))
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def predict_batch(model, variables, batch, mesh):
+    """The sharded forward on this process's batch -> (image, hole, Prediction), gathered from
+    every process (a collective: every process must call it)."""
+    sharded = training.shard_batch({k: batch[k] for k in ("image", "hole")}, mesh)
+    prediction = predict.forward(model, variables, sharded["image"], sharded["hole"])
+    return (gather(sharded["image"]), gather(sharded["hole"]),
+            predict.Prediction(gather(prediction.composite), gather(prediction.output), None))
+
+
+def evaluate(state, config, mesh, model, local_batch: int):
+    """Hole and whole-image metrics of the composite on up to ``eval_batches`` test batches.
+
+    Every process runs the same number of batches (a collective per batch); a
+    process whose share of the test images ran out sends an empty batch that
+    counts for nothing.
+    """
+    source = sources.make_source(config.data, train=False)
+    loader = data.from_config(config.data, train=False, batch_size=local_batch, source=source,
+                              seed=config.seed)
+    share = math.ceil(len(source) / jax.process_count())
     sums, count = {}, 0
-    for i, batch in enumerate(loader):
-        if i >= config.eval_batches:
-            break
-        image, hole = batch["image"], batch["hole"]
-        n = len(image)
-        # A short last batch is padded to the sharded batch size; the padding is dropped.
-        padded = {k: np.concatenate([v, np.repeat(v[-1:], local_batch - n, axis=0)])
-                  for k, v in batch.items()}
-        output = jax.device_get(predict(state.generator, training.shard_batch(padded, mesh)))
-        fake = metrics.composite(np.asarray(output)[:n], image, hole)
+    for _ in range(min(config.eval_batches, math.ceil(share / local_batch))):
+        batch = next(loader, None) or {"image": np.zeros((0,) + (config.data.crop_size,) * 2 + (3,), np.float32),
+                                       "hole": np.zeros((0,) + (config.data.crop_size,) * 2 + (1,), np.float32)}
+        valid = predict.pad_batch(np.ones(len(batch["image"]), bool), local_batch)
+        padded = {k: predict.pad_batch(v, local_batch) for k, v in batch.items()}
+        padded["valid"] = valid
+        image, hole, prediction = predict_batch(model, state.generator, padded, mesh)
+        keep = gather(training.shard_batch({"valid": valid}, mesh)["valid"])
+        image, hole, fake = image[keep], hole[keep], prediction.composite[keep]
+        if not len(image):
+            continue
         values = {"psnr": metrics.psnr(fake, image), "psnr_hole": metrics.psnr(fake, image, hole),
                   "ssim": metrics.ssim(fake, image), "l1_hole": metrics.mean_l1(fake, image, hole),
                   "l2_hole": metrics.mean_l2(fake, image, hole),
@@ -100,14 +145,14 @@ def evaluate(state, config, mesh, predict, local_batch: int):
 def train_and_evaluate(config, workdir) -> dict:
     """Train as ``config`` says, in ``workdir`` (resuming from its latest checkpoint)."""
     if config.distributed:
-        jax.distributed.initialize()
+        init_distributed()
     workdir = Path(workdir)
     main_process = jax.process_index() == 0
     mesh = training.make_mesh()
     training.check_batch_size(config.batch_size, mesh)
     local_batch = config.batch_size // jax.process_count()
     # Open the data first: a missing data set fails in a second, not after init.
-    source = data.make_source(config.data, train=True)
+    source = sources.make_source(config.data, train=True)
     if main_process:
         checkpoint.write_config(workdir, config.to_dict())
 
@@ -119,10 +164,10 @@ def train_and_evaluate(config, workdir) -> dict:
     start = int(jax.device_get(state.step))
 
     loader = data.from_config(config.data, train=True, batch_size=local_batch, source=source,
-                              mask_fn=mask_fn(config.data), seed=config.seed, start_step=start)
+                              seed=config.seed, start_step=start)
     steps = total_steps(config, loader.steps_per_epoch)
     step_fn = training.jit_train_step(config, mesh)
-    predict = training.jit_predict(config, mesh)
+    generator, _ = training.make_models(config)
     writer = reporting.MetricWriter(workdir, enabled=main_process)
     from tqdm import tqdm
 
@@ -159,12 +204,11 @@ def train_and_evaluate(config, workdir) -> dict:
                 bar.update(1)
                 if step % config.log_every == 0:
                     flush()
-                if config.sample_every and step % config.sample_every == 0 and main_process:
-                    output = jax.device_get(predict(state.generator,
-                                                    training.shard_batch(batch, mesh)))
-                    reporting.save_png(workdir / "samples" / f"step_{step:07d}.png",
-                                       reporting.sample_grid(batch["image"], batch["hole"],
-                                                             output))
+                if config.sample_every and step % config.sample_every == 0:
+                    image, hole, prediction = predict_batch(generator, state.generator, batch, mesh)
+                    if main_process:
+                        reporting.save_png(workdir / "samples" / f"step_{step:07d}.png",
+                                           reporting.sample_grid(image, hole, prediction.output))
                 if step % config.checkpoint_every == 0:
                     save()
             if stop.signal is not None:
@@ -173,7 +217,7 @@ def train_and_evaluate(config, workdir) -> dict:
         mngr.wait_until_finished()
         summary = {"step": step, **scalars}
         if step >= steps and config.eval_batches:
-            summary.update(evaluate(state, config, mesh, predict, local_batch))
+            summary.update(evaluate(state, config, mesh, generator, local_batch))
             writer.write(step, {k: v for k, v in summary.items() if k.startswith("eval/")})
         return summary
     finally:
@@ -181,3 +225,25 @@ def train_and_evaluate(config, workdir) -> dict:
         writer.close()
         mngr.wait_until_finished()
         mngr.close()
+
+
+def run_from_command_line(config_path, overrides, workdir=None) -> int:
+    """``train.py``: load and check the config, train, print one summary line.
+
+    Every expected failure (config, data, divergence) is one ``error:`` line on
+    stderr and exit code 1; done is exit code 0.
+    """
+    logging.getLogger("absl").setLevel(logging.WARNING)   # Orbax logs every save at INFO
+    try:
+        config = configlib.load_config(config_path)
+        configlib.apply_overrides(config, overrides)
+        configlib.validate(config)
+        workdir = workdir or f"runs/{config.name}"
+        summary = train_and_evaluate(config, workdir)
+    except (configlib.ConfigError, ValueError, FileNotFoundError, TrainingDiverged) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if k != "step")
+    if jax.process_index() == 0:
+        print(f"done: step {summary['step']} in {workdir}: {shown}")
+    return 0

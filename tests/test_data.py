@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shiftnet_jax import data
+from shiftnet_jax import data, image_io, sources
 
 BACKENDS = ["threads"] + (["grain"] if importlib.util.find_spec("grain") else [])
 
@@ -59,19 +59,8 @@ def same(a, b):
 
 
 # ------------------------------------------------------------------ sources
-def test_sample_source_offline_photos():
-    train, test = data.SampleSource("train"), data.SampleSource("test")
-    assert len(train) >= 4 and len(test) >= 2
-    assert not set(train.paths) & set(test.paths)
-    for src in (train, test):
-        for i in range(len(src)):
-            img = src[i]
-            assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
-            assert min(img.shape[:2]) >= 256 and img.std() > 10  # real, colourful photos
-
-
 def test_sample_batches_shapes_dtypes_ranges():
-    it = data.make_loader(data.SampleSource("train"), batch_size=2, crop_size=64, load_size=80,
+    it = data.make_loader(sources.SampleSource("train"), batch_size=2, crop_size=64, load_size=80,
                           train=True, mask_fn=square_mask, seed=0)
     b = next(it)
     assert b["image"].shape == (2, 64, 64, 3) and b["image"].dtype == np.float32
@@ -97,11 +86,11 @@ def image_dir(tmp_path):
 
 
 def test_folder_source_modes(image_dir):
-    src = data.FolderSource(image_dir)
+    src = sources.FolderSource(image_dir)
     names = [p.split("/")[-1] for p in src.paths]
     assert names == ["a_rgb.png", "c_gray.png", "d_rgba.png", "e_16bit.png", "f_corrupt.jpg",
                      "g_text.png", "b.jpg"]  # sorted full paths: sub/ after the files
-    assert all(p.endswith(tuple(data.IMAGE_EXTENSIONS)) for p in src.paths)
+    assert all(p.endswith(tuple(image_io.IMAGE_EXTENSIONS)) for p in src.paths)
     decoded = {n: src[i] for i, n in enumerate(names) if "corrupt" not in n and "text" not in n}
     for img in decoded.values():
         assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
@@ -113,7 +102,7 @@ def test_folder_source_modes(image_dir):
 
 
 def test_folder_bad_files_skipped_with_warning(image_dir):
-    src = data.FolderSource(image_dir)
+    src = sources.FolderSource(image_dir)
     with pytest.warns(RuntimeWarning) as rec:
         batches = list(data.make_loader(src, batch_size=2, crop_size=16, load_size=16, train=False,
                                         mask_fn=square_mask))
@@ -127,17 +116,6 @@ def test_folder_bad_files_skipped_with_warning(image_dir):
     assert all(b["image"].shape == (4, 16, 16, 3) for b in tr)
 
 
-def test_folder_split_subdirs(tmp_path):
-    for d, n in (("paris_train_original", 3), ("paris_eval_gt", 2)):
-        (tmp_path / d).mkdir()
-        for i in range(n):
-            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / d / f"{i}.png")
-    assert len(data.FolderSource(tmp_path, "train")) == 3
-    assert len(data.FolderSource(tmp_path, "test")) == 2
-    assert len(data.FolderSource(tmp_path)) == 5
-
-
-# --------------------------------------------------------------- transforms
 def test_train_crop_is_window_of_resized_and_flips():
     img = np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)
     big = data.resize_shorter(img, 24)
@@ -225,64 +203,4 @@ def test_from_config_sample():
     b = next(it)
     assert b["image"].shape == (2, 32, 32, 3)
     ev = list(data.from_config(cfg, train=False, mask_fn=square_mask, process_index=0, process_count=1))
-    assert sum(len(b["image"]) for b in ev) == len(data.SAMPLE_PHOTOS["test"])
-
-
-# --------------------------------------------------------------------- tfds
-class FakeTfds:
-    """Same interface as a TFDS data source; counts label reads."""
-
-    def __init__(self, labels):
-        self.labels, self.reads = np.asarray(labels), 0
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        self.reads += 1
-        return {"image": np.full((8, 8, 3), i, np.uint8), "label": np.int64(self.labels[i])}
-
-
-def test_tfds_filter_and_cache_fake_source(tmp_path):
-    names = ["airfield", "butte", "field/cultivated", "field/wild", "field_road", "valley"]
-    labels = np.random.default_rng(0).integers(0, len(names), 200)
-    fake = FakeTfds(labels)
-    src = data.TfdsSource("fake", "train", data_source=fake, label_names=names,
-                          classes=["butte", "field"], cache_dir=tmp_path)
-    want = np.flatnonzero(np.isin(labels, [1, 2, 3]))  # not field_road
-    assert np.array_equal(src.indices, want) and len(src) == len(want)
-    assert fake.reads == 200 and len(list(tmp_path.glob("*.npy"))) == 1
-    fake.reads = 0
-    again = data.TfdsSource("fake", "train", data_source=fake, label_names=names,
-                            classes=["butte", "field"], cache_dir=tmp_path)
-    assert fake.reads == 0 and np.array_equal(again.indices, want)  # cache hit: no rescan
-    assert src[0].shape == (8, 8, 3) and src[0][0, 0, 0] == want[0]
-    with pytest.raises(ValueError, match="tundra"):
-        data.TfdsSource("fake", "train", data_source=fake, label_names=names, classes=["tundra"],
-                        cache_dir=tmp_path)
-
-
-def test_tfds_mock_data_places(tmp_path, monkeypatch):
-    tfds = pytest.importorskip("tensorflow_datasets")
-    scans = []
-    real_scan = data._scan_labels
-    monkeypatch.setattr(data, "_scan_labels", lambda *a, **k: scans.append(1) or real_scan(*a, **k))
-    with tfds.testing.mock_data(num_examples=300, policy=tfds.testing.MockPolicy.USE_CODE):
-        kw = dict(classes=list(data.PLACES_SCENES), cache_dir=tmp_path, skip_decoding=False)
-        src = data.TfdsSource("places365_small", "train", **kw)
-        raw = tfds.data_source("places365_small", split="train")
-        ok = data._match_classes(raw.dataset_info.features["label"].names, data.PLACES_SCENES)
-        assert len(ok) == 7  # field -> cultivated + wild
-        want = [i for i in range(len(raw)) if int(raw[i]["label"]) in ok]
-        assert list(src.indices) == want and len(want) > 0
-        data.TfdsSource("places365_small", "train", **kw)
-        assert len(scans) == 1  # the second construction read the cache
-        b = next(data.make_loader(src, batch_size=2, crop_size=32, load_size=40, train=True,
-                                  mask_fn=square_mask))
-        assert b["image"].shape == (2, 32, 32, 3)
-
-
-def test_tfds_not_prepared_message(tmp_path):
-    pytest.importorskip("tensorflow_datasets")
-    with pytest.raises(FileNotFoundError, match="tfds build places365_small --file_format=array_record"):
-        data.TfdsSource("places365_small", "train", data_dir=str(tmp_path), classes=["butte"])
+    assert sum(len(b["image"]) for b in ev) == len(sources.SAMPLE_PHOTOS["test"])

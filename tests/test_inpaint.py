@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shiftnet_jax import checkpoint, inpaint
+from shiftnet_jax import checkpoint, inpaint, predict
 from shiftnet_jax.model import ShiftNetGenerator
 
 from conftest import key
@@ -168,7 +168,7 @@ def test_empty_and_full_masks(tiny):
     assert out.shape == image.shape and out.dtype == np.uint8
     np.testing.assert_array_equal(out, inpaint.inpaint_image(model, variables, image, full, size=64))
     small, hole = inpaint._prepare(image, full, 64, 32)
-    raw, _ = inpaint.forward(model, variables, small[None], hole[None])
+    raw = predict.forward(model, variables, small[None], hole[None]).output
     assert np.isfinite(np.asarray(raw)).all()
     assert (flow == 0).all()  # nothing known to copy from: black everywhere
 
@@ -211,7 +211,7 @@ def test_flow_image_colours_hole_positions_by_their_source():
 def test_reference_checkpoint_inpaints_a_photo(fixtures_dir, tmp_path, capsys):
     pytest.importorskip("skimage")
     from shiftnet_jax.convert import main as convert
-    from shiftnet_jax.data import SampleSource
+    from shiftnet_jax.sources import SampleSource
 
     assert convert([str(fixtures_dir / "reference_ngf8_center.pth"), str(tmp_path / "ref")]) == 0
     photo = SampleSource("test").paths[0]  # chelsea, 451x300

@@ -177,7 +177,7 @@ def test_make_mask_fn(spec):
 
 
 def test_make_mask_fn_errors():
-    with pytest.raises(ValueError, match="center, rect, island, strokes, mix, files"):
+    with pytest.raises(ValueError, match="unknown mask kind 'circle'"):
         M.make_mask_fn("circle")
     with pytest.raises(ValueError, match="unknown option"):
         M.make_mask_fn({"kind": "rect", "min": 3})
@@ -235,31 +235,31 @@ def test_load_mask_image_modes(tmp_path):
     want = _expected(gray)
 
     Image.fromarray(gray, "L").save(tmp_path / "l.png")
-    np.testing.assert_array_equal(M.load_mask_image(tmp_path / "l.png"), want)
+    np.testing.assert_array_equal(M.load_mask_image(tmp_path / "l.png", threshold=127), want)
 
     rgb = np.repeat(gray[..., None], 3, axis=2)
     Image.fromarray(rgb, "RGB").save(tmp_path / "rgb.png")
-    np.testing.assert_array_equal(M.load_mask_image(str(tmp_path / "rgb.png")), want)
+    np.testing.assert_array_equal(M.load_mask_image(str(tmp_path / "rgb.png"), threshold=127), want)
 
     rgba = np.concatenate([rgb, np.full((20, 30, 1), 255, np.uint8)], axis=2)
     rgba[:, :5, 3] = 0  # transparent = known
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
     want_rgba = want.copy()
     want_rgba[:, :5] = 0
-    np.testing.assert_array_equal(M.load_mask_image(tmp_path / "rgba.png"), want_rgba)
+    np.testing.assert_array_equal(M.load_mask_image(tmp_path / "rgba.png", threshold=127), want_rgba)
 
     gray16 = gray.astype(np.uint16) * 257
-    gray16[0, :2] = [32767, 32768]
+    gray16[0, :2] = [127 * 257, 127 * 257 + 1]  # 16-bit strength / 257 > 127
     want16 = want.copy()
     want16[0, :2, 0] = [0, 1]
     Image.fromarray(gray16).save(tmp_path / "l16.png")
-    np.testing.assert_array_equal(M.load_mask_image(tmp_path / "l16.png"), want16)
+    np.testing.assert_array_equal(M.load_mask_image(tmp_path / "l16.png", threshold=127), want16)
 
     Image.fromarray(gray > 127).save(tmp_path / "bits.png")
-    np.testing.assert_array_equal(M.load_mask_image(tmp_path / "bits.png"), want)
+    np.testing.assert_array_equal(M.load_mask_image(tmp_path / "bits.png", threshold=127), want)
 
     Image.fromarray(gray, "L").convert("P").save(tmp_path / "p.png")
-    np.testing.assert_array_equal(M.load_mask_image(tmp_path / "p.png"), want)
+    np.testing.assert_array_equal(M.load_mask_image(tmp_path / "p.png", threshold=127), want)
 
 
 def test_load_mask_image_resize_and_errors(tmp_path):
@@ -270,9 +270,9 @@ def test_load_mask_image_resize_and_errors(tmp_path):
     np.testing.assert_array_equal(M.load_mask_image(tmp_path / "m.png", size=32), M.center_mask(32))
     assert M.load_mask_image(tmp_path / "m.png", size=(16, 48)).shape == (16, 48, 1)
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(ValueError, match="bad.png: not a readable mask image"):
         M.load_mask_image(tmp_path / "bad.png")
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(ValueError, match="missing.png: no such file"):
         M.load_mask_image(tmp_path / "missing.png")
 
 

@@ -1,0 +1,219 @@
+"""Image sources: where training and evaluation images come from.
+
+A source has ``__len__``, ``__getitem__(i) -> uint8 (H, W, 3)`` and
+``describe(i)`` (a name for messages); :mod:`shiftnet_jax.data` turns one into
+batches.
+
+* :class:`SampleSource` -- the offline default: colour photographs shipped
+  inside the scikit-image wheel (read from ``skimage/data/`` directly, without
+  importing skimage or its network fetcher). train = astronaut, coffee,
+  motorcycle_left, hubble_deep_field; test = chelsea, rocket.
+* :class:`FolderSource` -- every image under a folder (recursive, sorted).
+  A split is the first of its subfolders that exists --
+  train: ``train``, ``training``, ``paris_train_original``;
+  test: ``test``, ``eval``, ``val``, ``validation``, ``paris_eval_gt`` --
+  and the whole folder when none does. So Paris StreetView works as its
+  authors distribute it::
+
+      ROOT/paris_train_original/*.JPG   14,900 training images (936x537)
+      ROOT/paris_eval_gt/*.png          100 test images (227x227: upscaled)
+
+* :class:`TfdsSource` -- ``tfds.data_source`` (ArrayRecord random access, no
+  TensorFlow), optionally restricted to some classes; the filtered index list
+  is computed once and cached as ``.npy``. The paper's Places subset is
+  ``places365_small`` with :data:`PLACES_SCENES` ("field" matches both
+  field/cultivated and field/wild; name one to get only it).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import importlib.util
+import itertools
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from shiftnet_jax.image_io import IMAGE_EXTENSIONS, decode_image, list_images
+
+log = logging.getLogger(__name__)
+
+PLACES_SCENES = ("butte", "canyon", "field", "synagogue", "tundra", "valley")
+SAMPLE_PHOTOS = {"train": ("astronaut.png", "coffee.png", "motorcycle_left.png", "hubble_deep_field.jpg"),
+                 "test": ("chelsea.png", "rocket.jpg")}
+SPLIT_DIRS = {"train": ("train", "training", "paris_train_original"),
+              "test": ("test", "eval", "val", "validation", "paris_eval_gt")}
+SOURCES = ("sample", "folder", "paris", "tfds", "places")
+
+
+class FolderSource:
+    """Images under ``root`` (recursive, sorted; hidden files skipped)."""
+
+    def __init__(self, root, split: str | None = None, subdir: str | None = None):
+        """``split`` ("train"/"test" or a subfolder name) picks a subfolder as the
+        module docstring says; ``subdir`` names one that must exist."""
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder not found: {root}")
+        if subdir is not None and not (root / subdir).is_dir():
+            raise FileNotFoundError(f"image folder not found: {root / subdir}")
+        if subdir is None and split is not None:
+            candidates = (split, *SPLIT_DIRS.get(split, ()))
+            subdir = next((d for d in candidates if (root / d).is_dir()), None)
+        self.root = root / subdir if subdir else root
+        self.paths = list_images(self.root)
+        if not self.paths:
+            raise FileNotFoundError(f"no images ({'/'.join(IMAGE_EXTENSIONS)}) under {self.root}")
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return decode_image(self.paths[i])
+
+    def describe(self, i):
+        return self.paths[i]
+
+
+class SampleSource(FolderSource):
+    """The built-in photos of :data:`SAMPLE_PHOTOS` (scikit-image wheel, no network)."""
+
+    def __init__(self, split: str = "train"):
+        spec = importlib.util.find_spec("skimage")  # locates the package, does not import it
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("the 'sample' source needs scikit-image: pip install scikit-image")
+        folder = Path(list(spec.submodule_search_locations)[0]) / "data"
+        self.root = folder
+        self.paths = [str(folder / f) for f in SAMPLE_PHOTOS["test" if split != "train" else "train"]]
+        missing = [p for p in self.paths if not os.path.isfile(p)]
+        if missing:
+            raise FileNotFoundError(f"scikit-image sample photos missing: {missing}")
+
+
+class TfdsSource:
+    """A TFDS dataset read through ``tfds.data_source``, optionally class-filtered.
+
+    ``skip_decoding`` lets TFDS hand over the encoded JPEG (decoded later with
+    PIL in the workers, and skipped by the one-off label scan); pass False for
+    ``tfds.testing.mock_data``, which cannot encode without TensorFlow. A
+    ``data_source`` object (``len``, ``[i] -> {image, label}``) and its
+    ``label_names`` may be given instead of a prepared dataset.
+    """
+
+    def __init__(self, name: str = "places365_small", split: str = "train", *, data_dir=None,
+                 classes=None, cache_dir=None, data_source=None, label_names=None,
+                 skip_decoding: bool = True, image_key: str = "image", label_key: str = "label"):
+        self.name, self.split, self.image_key, self.label_key = name, split, image_key, label_key
+        self.ds = data_source if data_source is not None else _open_tfds(name, split, data_dir, image_key,
+                                                                         skip_decoding)
+        self.indices = None
+        if classes:
+            if label_names is None:
+                label_names = self.ds.dataset_info.features[label_key].names
+            wanted = _match_classes(label_names, classes)
+            self.indices = _cached_filter(self, wanted, cache_dir)
+
+    def __len__(self):
+        return len(self.ds) if self.indices is None else len(self.indices)
+
+    def _index(self, i):
+        return int(i if self.indices is None else self.indices[i])
+
+    def __getitem__(self, i):
+        img = self.ds[self._index(i)][self.image_key]
+        if isinstance(img, np.ndarray) and img.dtype.kind in "OSV":  # encoded bytes in an array
+            img = img.item()
+        if isinstance(img, (bytes, bytearray)):  # SkipDecoding: encoded JPEG/PNG
+            return decode_image(bytes(img))
+        img = np.asarray(img, dtype=np.uint8)
+        return np.repeat(img, 3, axis=-1) if img.ndim == 2 or img.shape[-1] == 1 else img[..., :3]
+
+    def describe(self, i):
+        return f"{self.name}/{self.split}[{self._index(i)}]"
+
+
+def _open_tfds(name, split, data_dir, image_key, skip_decoding):
+    import tensorflow_datasets as tfds  # lazy: slow import, only needed here
+    decoders = {image_key: tfds.decode.SkipDecoding()} if skip_decoding else None
+    try:
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=False, decoders=decoders)
+    except Exception as e:  # not prepared, wrong format, ...: one actionable line
+        where = f" --data_dir={data_dir}" if data_dir else ""
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} split {split!r} is not prepared as ArrayRecord; prepare it once with "
+            f"`tfds build {name} --file_format=array_record{where}` ({type(e).__name__}: {first})") from e
+
+
+def _match_classes(names, classes) -> list[int]:
+    """Label ids whose name is a requested class or one of its sub-classes ("field" -> "field/wild")."""
+    names = [re.sub(r"^/?[a-z]/", "", n) for n in names]  # "/f/field/wild" -> "field/wild"
+    ids = []
+    for c in classes:
+        hit = [i for i, n in enumerate(names) if n == c or n.startswith(c + "/")]
+        if not hit:
+            raise ValueError(f"class {c!r} matches no label name")
+        ids += hit
+    return sorted(set(ids))
+
+
+def _scan_labels(ds, label_key, chunk=4096) -> np.ndarray:
+    """Every record's label (one pass, threaded by chunks)."""
+    def read(start):
+        return [int(ds[i][label_key]) for i in range(start, min(start + chunk, len(ds)))]
+    with concurrent.futures.ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as ex:
+        return np.array(list(itertools.chain.from_iterable(ex.map(read, range(0, len(ds), chunk)))),
+                        dtype=np.int64)
+
+
+def _cached_filter(src: TfdsSource, wanted, cache_dir) -> np.ndarray:
+    key = hashlib.sha1(repr((src.name, src.split, wanted, len(src.ds))).encode()).hexdigest()[:12]
+    if cache_dir is None:  # next to the prepared data if writable, else a user cache
+        data_dir = getattr(getattr(src.ds, "dataset_info", None), "data_dir", None)
+        ok = data_dir is not None and os.path.isdir(data_dir) and os.access(data_dir, os.W_OK)
+        cache_dir = data_dir if ok else os.path.join(os.path.expanduser("~"), ".cache", "shiftnet_jax")
+    path = os.path.join(cache_dir, re.sub(r"[^\w.-]+", "_", f"{src.name}-{src.split}-{key}") + ".npy")
+    if os.path.isfile(path):
+        return np.load(path)
+    log.info("scanning %d labels of %s/%s (cached afterwards in %s)", len(src.ds), src.name, src.split, path)
+    idx = np.flatnonzero(np.isin(_scan_labels(src.ds, src.label_key), wanted)).astype(np.int64)
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp.npy"
+    np.save(tmp, idx)
+    os.replace(tmp, path)  # atomic: concurrent hosts never read a half-written file
+    return idx
+
+
+
+def make_source(cfg, train: bool):
+    """The source named by ``cfg.source`` (a data config) for the train or eval split.
+
+    Folders (``folder``, ``paris``): the split subfolder is ``train_split`` /
+    ``eval_split`` if that exists, else the usual names (see the module
+    docstring), else the whole folder.
+    """
+    kind = cfg.get("source", "sample")
+    split = cfg.get("train_split" if train else "eval_split", None)
+    if kind == "sample":
+        return SampleSource("train" if train else "test")
+    if kind in ("folder", "paris"):
+        if not cfg.get("dir"):
+            raise ValueError(f"data.source={kind!r} needs data.dir (--config.data.dir=PATH)")
+        root = Path(cfg.get("dir")).expanduser()
+        generic = "train" if train else "test"
+        names = (split, *SPLIT_DIRS[generic]) if split else SPLIT_DIRS[generic]
+        subdir = next((d for d in names if (root / d).is_dir()), None)
+        return FolderSource(root, subdir=subdir)
+    if kind in ("tfds", "places"):
+        name = cfg.get("name", None) or "places365_small"
+        classes = cfg.get("classes", None)
+        classes = list(PLACES_SCENES) if not classes and kind == "places" else classes
+        return TfdsSource(name, split or ("train" if train else "validation"),
+                          data_dir=cfg.get("dir", None) or None,
+                          classes=list(classes) if classes else None,
+                          cache_dir=cfg.get("cache_dir", None) or None)
+    raise ValueError(f"unknown data.source {kind!r} ({', '.join(SOURCES)})")
