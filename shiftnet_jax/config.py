@@ -103,7 +103,13 @@ def _suggest(key: str, paths: list[str]) -> str:
     near = difflib.get_close_matches(key, paths, n=3, cutoff=0.6)
     near += [p for p in paths if p not in near and (
         leaf in p.rpartition(".")[2] or difflib.get_close_matches(leaf, [p.rpartition(".")[2]], cutoff=0.75))]
-    return f" (did you mean {' or '.join(near[:3])}?)" if near else ""
+    if near:
+        return f" (did you mean {' or '.join(near[:3])}?)"
+    group = key.rpartition(".")[0]
+    siblings = [p for p in paths if p.rpartition(".")[0] == group]
+    if group and siblings:
+        return f" (the fields of {group}: {', '.join(p.rpartition('.')[2] for p in siblings)})"
+    return ""
 
 
 # ---------------------------------------------------------------- overrides
