@@ -1,9 +1,18 @@
 """Shared test helpers: the reference fixtures live in ../shared beside the checkout."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# Many tests compile the same tiny programs, in this process and in the train.py /
+# eval.py processes they start: one persistent XLA cache for the whole run (set
+# before JAX is imported, and inherited by subprocesses) compiles each once.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="shiftnet_xla_cache_")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "reference"
 

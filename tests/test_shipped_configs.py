@@ -94,21 +94,6 @@ def _layouts(source):
     raise AssertionError(f"no test data for data.source {source!r}: add a layout to _layouts()")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """The cases differ in their data, not their model: share compiled programs across them."""
-    import jax
-
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    before = [getattr(jax.config, n) for n in names]
-    for name, value in zip(names, (str(tmp_path_factory.mktemp("xla_cache")), 0, 0)):
-        jax.config.update(name, value)
-    yield
-    for name, value in zip(names, before):
-        jax.config.update(name, value)
-
-
 CASES = [(path, variant, write) for path in CONFIGS
          for variant, write in _layouts(configlib.load_config(path).data.source)]
 
