@@ -5,6 +5,8 @@ made by tools/make_reference_fixture.py) and again on the larger 256x256 one in
 ../shared/fixtures/reference when that folder is there.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,11 +27,23 @@ def flat(tree):
     return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
 
 
+@functools.cache
+def compiled(kwargs_items):
+    """Jitted forward (with the shift layer's features) and loss gradient for one
+    architecture. Cached, and the data passed as arguments, so that cases of the
+    same shapes share one compilation (most of these tests' time on CPU)."""
+    model = ShiftNetGenerator(**dict(kwargs_items))
+    forward = jax.jit(lambda v, x, h: model.apply(v, x, h, return_features=True))
+    grad = jax.jit(jax.grad(lambda v, x, h, r: jnp.sum(model.apply(v, x, h) * r)))
+    return forward, grad
+
+
 @pytest.fixture(scope="module", params=["center", "irregular"])
 def reference(request, parity_dir):
     ref = load_reference(parity_dir, request.param)
     kwargs, variables = from_torch_state_dict(ref["state"])
     ref["model"], ref["variables"] = ShiftNetGenerator(**kwargs), variables
+    ref["forward"], ref["grad_fn"] = compiled(tuple(sorted(kwargs.items())))
     ref["kwargs"] = kwargs
     ref["shared_center"] = parity_dir == FIXTURES and request.param == "center"
     return ref
@@ -41,9 +55,8 @@ def test_mapping_infers_the_architecture(reference):
 
 
 def test_forward_and_shift_layer_match(reference):
-    model, variables = reference["model"], reference["variables"]
-    output, features = jax.jit(lambda v, x, h: model.apply(v, x, h, return_features=True))(
-        variables, reference["image"], reference["hole"])
+    output, features = reference["forward"](reference["variables"], reference["image"],
+                                            reference["hole"])
     assert rel(output, reference["output"]) < 1e-4
     channels = features.decoded.shape[-1]
     np.testing.assert_array_equal(np.asarray(features.hole), reference["feature_mask"])
@@ -73,10 +86,8 @@ def test_gradients_match_through_the_custom_vjp(request, reference):
             "shared centre fixture is ill-conditioned: one down_5 output lies 8e-8 of "
             "its layer's scale below 0 (float64: -2.7e-7); our float32 gives +1.0e-6, "
             "so LeakyReLU's slope flips and the gradients below it differ by 5e-3")))
-    model, variables = reference["model"], reference["variables"]
-    weights = reference["loss_weights"]
-    grads = jax.jit(jax.grad(lambda v: jnp.sum(
-        model.apply(v, reference["image"], reference["hole"]) * weights)))(variables)
+    grads = reference["grad_fn"](reference["variables"], reference["image"], reference["hole"],
+                                 reference["loss_weights"])
     _, expected = from_torch_state_dict(reference["grad"])
     assert jax.tree.structure(grads) == jax.tree.structure(expected)
     assert rel(flat(grads), flat(expected)) < 1e-3
@@ -110,7 +121,8 @@ def test_pth_checkpoints_load_to_the_same_model(request, where, filename):
     assert kwargs["ngf"] == ref["ngf"] and kwargs["norm"] == "instance"
     for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(expected)):
         np.testing.assert_array_equal(a, b)
-    output = jax.jit(ShiftNetGenerator(**kwargs).apply)(variables, ref["image"], ref["hole"])
+    forward, _ = compiled(tuple(sorted(kwargs.items())))
+    output, _ = forward(variables, ref["image"], ref["hole"])
     assert rel(output, ref["output"]) < 1e-4
 
 
