@@ -1,4 +1,9 @@
-"""Shared test helpers: the reference fixtures live in ../shared beside the checkout."""
+"""Shared test helpers and the reference fixtures.
+
+Two sets of reference fixtures: a small one committed in tests/fixtures (always
+there, made by tools/make_reference_fixture.py) and the larger 256x256 one in
+../shared beside the checkout (present on the project's machines only).
+"""
 
 import os
 import tempfile
@@ -15,6 +20,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "reference"
+IN_REPO_FIXTURES = Path(__file__).resolve().parent / "fixtures"
+PARITY_SETS = {"in-repo": IN_REPO_FIXTURES, "shared": FIXTURES}
 
 
 def nhwc(x):
@@ -29,10 +36,26 @@ def fixtures_dir():
     return FIXTURES
 
 
+@pytest.fixture(scope="session", params=list(PARITY_SETS))
+def parity_dir(request):
+    """Each reference fixture set in turn: the in-repo one must exist (a missing
+    file fails the test); the shared one is skipped when ../shared is absent."""
+    path = PARITY_SETS[request.param]
+    if request.param == "shared" and not path.is_dir():
+        pytest.skip(f"larger reference fixtures not found at {path} (shared/ beside the "
+                    "checkout); the in-repo fixture still ran")
+    return path
+
+
 def load_reference(fixtures_dir, name):
     """The npz of one reference run, with arrays converted to NHWC where useful."""
     z = np.load(fixtures_dir / f"shiftnet_ref_{name}.npz")
+    size = int(z["meta_size"])
     return {
+        "ngf": int(z["meta_ngf"]),
+        # Older fixtures (256x256) predate meta_num_downs; the U-Net runs down to 1x1.
+        "num_downs": int(z["meta_num_downs"]) if "meta_num_downs" in z.files
+        else size.bit_length() - 1,
         "image": nhwc(z["input_gt"]),
         "hole": nhwc(z["mask"]).astype(np.float32),
         "input_masked": nhwc(z["input_masked"]),
