@@ -153,8 +153,12 @@ def legacy_header(little_endian=True) -> bytes:
 
 
 def write_legacy(path, obj, storages: dict, byteorder="little", pkl: bytes | None = None):
-    """pre-1.6 layout: header pickles, object pickle, key list, then (int64 numel, bytes) per storage."""
-    order = "<" if byteorder == "little" else ">"
+    """pre-1.6 layout: header pickles, object pickle, key list, then (int64 numel, bytes) per storage.
+
+    The data is little-endian whatever the header says: torch reads it so (checked
+    with torch 2.14 on a file whose header says big-endian).
+    """
+    order = "<"
     out = [legacy_header(byteorder == "little"),
            pkl if pkl is not None else _obj_pickle(obj, storages, True),
            pickle.dumps(list(storages), protocol=2)]
