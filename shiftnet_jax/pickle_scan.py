@@ -33,8 +33,8 @@ __all__ = ["CheckpointError", "CheckpointLimitError", "UnsafeCheckpointError",
 MAX_PICKLE_BYTES = 16 << 20   # the object pickle (a 1000-tensor state dict needs ~100 KB)
 MAX_DEPTH = 32                # containers inside containers (a state dict needs ~4)
 MAX_MEMO = 1 << 20            # memo entries
-MAX_OBJECTS = 2_000_000       # objects built (~15 per tensor)
-MAX_OPCODES = 4_000_000       # opcodes executed (~30 per tensor; ~2 us each)
+MAX_OBJECTS = 500_000         # objects built (~15 per tensor)
+MAX_OPCODES = 1_000_000       # opcodes executed (~30 per tensor; ~1.3 us each)
 MAX_STRING = 1 << 20          # characters of one str/bytes
 MAX_INT_BITS = 128            # the legacy format's magic number has 77
 MAX_MESSAGE = 300             # characters of an error message
@@ -71,9 +71,7 @@ def limit(what: str, value, name: str, bound) -> CheckpointLimitError:
 
 def quote(text, n: int = 60) -> str:
     """``text`` quoted for a message: at most ``n`` characters, control characters escaped."""
-    text = str(text) if isinstance(text, (str, int)) and not isinstance(text, bool) else ""
-    if isinstance(text, str) and len(text) > 5000 and text.isdigit():
-        text = text[:20]  # never reached for ints (MAX_INT_BITS); cheap guard anyway
+    text = text if isinstance(text, str) else str(text)  # ints are < 2**128: short
     cut = text[:n]
     out = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in cut)
     return "'" + out[: n + 20] + ("…'" if len(text) > n else "'")
@@ -90,6 +88,8 @@ def describe(x) -> str:
     """A short, bounded description of a value from the file (never its repr)."""
     if isinstance(x, (str, int)) and not isinstance(x, bool):
         return quote(x, 40)
+    if isinstance(x, Reducer):
+        return f"the function {x.name}"
     if isinstance(x, (tuple, list, dict)):
         return f"a {type(x).__name__} of {len(x)}"
     return "a " + type(x).__name__
@@ -221,13 +221,16 @@ class _Machine:
         elif name == "POP_MARK":
             self._pop_mark()
         elif name == "DUP":
-            push(self._pop()) or push(self.stack[-1])
+            push(self._pop())
+            push(self.stack[-1])
         elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
             if not self.stack:
                 raise CheckpointError("malformed pickle: memoizes an empty stack")
             index = len(self.memo) if name == "MEMOIZE" else arg
-            if index not in self.memo and len(self.memo) >= self.limits.max_memo:
-                raise limit("memo entries", len(self.memo) + 1, "max_memo", self.limits.max_memo)
+            # Picklers number memo entries 0, 1, 2...: a larger index is hostile (the C
+            # unpickler sizes an array by it).
+            if not 0 <= index < self.limits.max_memo:
+                raise limit("memo index", index, "max_memo", self.limits.max_memo)
             self.memo[index] = self.stack[-1]
         elif name in ("GET", "BINGET", "LONG_BINGET"):
             if arg not in self.memo:
