@@ -543,3 +543,44 @@ def test_deflated_records_are_read(tmp_path):
     path = tmp_path / "deflated.pth"
     path.write_bytes(hostile.torch_zip(pkl, [("0", hostile.deflated("archive/data/0", arr.tobytes()))]))
     np.testing.assert_array_equal(read_torch_state_dict(path)["w"], arr)
+
+
+# ---------------------------------------------------------------- genuine files written by torch (tools/make_torch_fixtures.py)
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def _torch_expected():
+    with np.load(DATA / "torch_dtypes.npz") as z:
+        out = {}
+        for key in z.files:
+            name, dtype, shape = key.split("::")
+            out[name] = (dtype, tuple(int(n) for n in shape.split("x") if n), z[key].tobytes())
+        return out
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+def test_genuine_torch_files_load_bit_exact(fmt):
+    got = read_torch_state_dict(DATA / f"torch_dtypes_{fmt}.pth")
+    want = _torch_expected()
+    if fmt == "legacy":  # torch cannot read these dtypes back from a legacy file
+        want = {k: v for k, v in want.items()
+                if not k.startswith(("t_uint16", "t_uint32", "t_uint64", "t_float8"))}
+    assert set(got) == set(want)
+    for name, (dtype, shape, raw) in want.items():
+        have = got[name]
+        assert (have.dtype.name, have.shape) == (dtype, shape), name
+        assert have.tobytes() == raw, name
+        assert have.flags.c_contiguous and have.dtype.isnative
+    assert got["tied_a"] is got["tied_b"]  # one storage, one array
+    assert "module.weight" in got and "module.bias" in got
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("torch_complex32.pth", "dtype torch.complex32, which numpy cannot represent"),
+    ("torch_uint16_legacy.pth", "legacy-format file with an untyped storage"),
+])
+def test_genuine_but_unsupported_files_say_so(name, fragment):
+    with pytest.raises(torch_pickle.UnsupportedCheckpointError) as info:
+        read_torch_state_dict(DATA / name)
+    assert str(info.value).startswith(f"{name}: ") and fragment in str(info.value)
+    assert not isinstance(info.value, UnsafeCheckpointError)
