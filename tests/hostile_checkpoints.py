@@ -143,6 +143,24 @@ def state(*pairs) -> bytes:
     return pickle_of(odict(*[(s(k), v) for k, v in pairs]))
 
 
+_STORAGE_NAMES = {"float32": "FloatStorage", "float64": "DoubleStorage", "float16": "HalfStorage",
+                  "int64": "LongStorage", "int32": "IntStorage", "uint8": "ByteStorage"}
+
+
+def write_state_dict(path, arrays: dict):
+    """A plain torch-style zip checkpoint of ``{name: numpy array}`` (C order, little-endian)."""
+    import numpy as np
+
+    pairs, storages = [], []
+    for n, (name, arr) in enumerate(arrays.items()):
+        arr = np.array(arr, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
+        stride = [st // arr.itemsize for st in arr.strides] if arr.size else [0] * arr.ndim
+        pairs.append((name, tensor(str(n), arr.size, 0, arr.shape, stride,
+                                   _STORAGE_NAMES[arr.dtype.name])))
+        storages.append((str(n), arr.astype(arr.dtype.newbyteorder("<")).tobytes()))
+    Path(path).write_bytes(torch_zip(state(*pairs), storages))
+
+
 # ---------------------------------------------------------------- the cases
 def _bomb(n_bytes: int) -> bytes:
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
