@@ -101,10 +101,11 @@ class ZipArchive:
         bound = ZIP_DIRECTORY_BYTES_PER_ENTRY * (max_entries + 64)
         try:
             infos = zipfile.ZipFile(_BoundedReads(f, size, bound, "max_entries (x256 bytes)")).infolist()
-        except (zipfile.BadZipFile, EOFError, struct.error, ValueError) as e:
-            if isinstance(e, CheckpointError):
-                raise
-            raise CheckpointError("truncated or corrupt zip archive") from None
+        except CheckpointError:
+            raise
+        except (zipfile.BadZipFile, EOFError, struct.error, ValueError, NotImplementedError,
+                OverflowError) as e:  # NotImplementedError: "zip file version 9.0"...
+            raise CheckpointError(f"truncated or corrupt zip archive ({type(e).__name__})") from None
         if len(infos) > max_entries + 64:
             raise limit("zip records", len(infos), "max_entries (+64)", max_entries + 64)
         self.records, folders = {}, []

@@ -21,7 +21,6 @@ inconsistently (duplicate zip records) or unsafely we also refuse.
 from __future__ import annotations
 
 import io
-import math
 import os
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from shiftnet_jax.pickle_scan import (CheckpointError, CheckpointLimitError, Lim
                                       UnsafeCheckpointError, UnsupportedCheckpointError, describe,
                                       limit, load_pickle, one_line, quote)
 from shiftnet_jax.torch_archive import MAX_FILE_BYTES
+from shiftnet_jax.torch_tensors import Storage, Tensor, flatten, is_dims, make_tensor, materialise, select
 
 try:  # ml_dtypes ships with jax; without it bfloat16/float8 tensors are unsupported.
     import ml_dtypes
@@ -45,8 +45,6 @@ MAX_OUTPUT_BYTES = 8 << 30    # tensor bytes decoded (storages read, arrays retu
 OUTPUT_PER_FILE_BYTE = 4      # ... and by default at most 4 x the file size + 64 MiB
 OUTPUT_SLACK = 64 << 20
 MAX_ENTRIES = 20_000          # tensors returned (and zip records); Shift-Net has ~70
-MAX_KEY_CHARS = 1024          # characters of one flattened key
-MAX_DIMS = 64
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
@@ -69,25 +67,23 @@ _DTYPES = {
     **dict.fromkeys(["complex32", "float4_e2m1fn_x2", "bits1x8", "bits2x4", "bits4x2", "bits8",
                      "bits16", "quint8", "qint8", "qint32", "quint4x2", "quint2x4"]),
 }
-# torch.<X>Storage -> torch dtype name; torch.UntypedStorage holds raw bytes.
+# torch.<X>Storage -> torch dtype name (torch.UntypedStorage, raw bytes, is handled apart).
 _STORAGES = {"FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
              "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
              "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8",
              "BoolStorage": "bool", "ComplexFloatStorage": "complex64",
              "ComplexDoubleStorage": "complex128", "QUInt8Storage": "quint8",
              "QInt8Storage": "qint8", "QInt32Storage": "qint32", "QUInt4x2Storage": "quint4x2",
-             "QUInt2x4Storage": "quint2x4", "UntypedStorage": "uint8"}
-# Keys under which training scripts nest the weights ({'state_dict': sd, 'epoch': 3}).
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net_G", "netG", "generator")
+             "QUInt2x4Storage": "quint2x4"}
 
 
 class _TypeTag:
     """Stand-in for ``torch.FloatStorage`` & co. and ``torch.float32`` & co."""
 
-    __slots__ = ("name", "dtype_name", "untyped")
+    __slots__ = ("name", "dtype_name", "is_storage", "untyped")
 
-    def __init__(self, name, dtype_name, untyped=False):
-        self.name, self.dtype_name, self.untyped = name, dtype_name, untyped
+    def __init__(self, name, dtype_name, is_storage, untyped=False):
+        self.name, self.dtype_name, self.is_storage, self.untyped = name, dtype_name, is_storage, untyped
 
     def dtype(self) -> np.dtype:
         dt = _DTYPES[self.dtype_name]
@@ -97,73 +93,22 @@ class _TypeTag:
         return dt
 
 
-class _Storage:
-    """A storage: ``nbytes`` raw bytes of elements ``dtype``, or (legacy) a slice of a root storage."""
-
-    __slots__ = ("key", "dtype", "untyped", "nbytes", "order", "root", "start", "where")
-
-    def __init__(self, key, dtype, untyped, nbytes, order="<", root=None, start=0):
-        self.key, self.dtype, self.untyped, self.nbytes, self.order = key, dtype, untyped, nbytes, order
-        self.root, self.start = root or self, start  # start: byte offset in the root
-        self.where = None  # zip: record name; legacy: file offset of the data
-
-
-class _Tensor:
-    __slots__ = ("storage", "offset", "size", "stride", "dtype")
-
-    def __init__(self, storage, offset, size, stride, dtype):
-        self.storage, self.offset, self.size, self.stride, self.dtype = storage, offset, size, stride, dtype
-
-
-def _is_dims(x):
-    return type(x) is tuple and len(x) <= MAX_DIMS and all(type(v) is int and v >= 0 for v in x)
-
-
-def _make_tensor(storage, offset, size, stride, dtype=None):
-    if not isinstance(storage, _Storage):
-        raise CheckpointError(f"malformed pickle: a tensor is rebuilt from {describe(storage)}")
-    if dtype is None:  # v1/v2: the storage's own element type
-        if storage.untyped:
-            raise CheckpointError("malformed pickle: a typed tensor on an untyped storage")
-        dtype = storage.dtype
-    if not (type(offset) is int and offset >= 0 and _is_dims(size) and _is_dims(stride)
-            and len(size) == len(stride)):
-        raise CheckpointError("malformed pickle: a tensor has an invalid offset, size or stride")
-    if storage.untyped and dtype.itemsize > 1 and storage.order == ">":
-        # torch does not swap untyped storages: its values would be byte-swapped
-        raise UnsupportedCheckpointError(f"a {dtype} tensor on an untyped storage in a "
-                                         "big-endian archive is not supported")
-    if math.prod(size):
-        extent = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1
-        if extent > storage.nbytes // dtype.itemsize:
-            raise CheckpointError("malformed checkpoint: a tensor reaches outside its storage")
-        # Non-overlapping iff, dims sorted by stride, each stride passes the extent of
-        # the smaller ones. Overlap (stride 0, expand()) would multiply the bytes out.
-        reach = 0
-        for s, n in sorted((s, n) for n, s in zip(size, stride) if n > 1):
-            if s <= reach:
-                raise CheckpointError("a tensor overlaps itself (stride 0 or overlapping strides, "
-                                      "as from expand()); save it .contiguous()")
-            reach += (n - 1) * s
-    return _Tensor(storage, offset, size, stride, dtype)
-
-
 def _rebuild_v1(storage, offset, size, stride):
-    return _make_tensor(storage, offset, size, stride)
+    return make_tensor(storage, offset, size, stride)
 
 
 def _rebuild_v2(storage, offset, size, stride, requires_grad, hooks, metadata=None):
-    return _make_tensor(storage, offset, size, stride)
+    return make_tensor(storage, offset, size, stride)
 
 
 def _rebuild_v3(storage, offset, size, stride, requires_grad, hooks, dtype, metadata=None):
-    if not isinstance(dtype, _TypeTag) or dtype.untyped:
+    if not isinstance(dtype, _TypeTag) or dtype.is_storage:
         raise CheckpointError(f"malformed pickle: tensor dtype is {describe(dtype)}")
-    return _make_tensor(storage, offset, size, stride, dtype.dtype())
+    return make_tensor(storage, offset, size, stride, dtype.dtype())
 
 
 def _rebuild_parameter(data, requires_grad, hooks, state=None):
-    if not isinstance(data, _Tensor):
+    if not isinstance(data, Tensor):
         raise CheckpointError(f"malformed pickle: a parameter of {describe(data)}")
     return data  # a Parameter is just its tensor for our purposes
 
@@ -175,7 +120,7 @@ def _ordered_dict(*args):
 
 
 def _size(dims):
-    if not _is_dims(dims):
+    if not is_dims(dims):
         raise CheckpointError("malformed pickle: torch.Size of non-dimensions")
     return dims
 
@@ -195,11 +140,11 @@ def _find_class(module, name):
     if (module, name) in _REDUCERS:
         return Reducer(name, _REDUCERS[(module, name)])
     if module in ("torch", "torch.storage") and name == "UntypedStorage":
-        return _TypeTag(name, "uint8", untyped=True)
+        return _TypeTag(name, "uint8", is_storage=True, untyped=True)
     if module == "torch" and name in _STORAGES:
-        return _TypeTag(name, _STORAGES[name])
+        return _TypeTag(name, _STORAGES[name], is_storage=True)
     if module == "torch" and name in _DTYPES:
-        return _TypeTag(name, name)
+        return _TypeTag(name, name, is_storage=False)
     raise UnsafeCheckpointError(f"refuses to load: the pickle calls {quote(module + '.' + name, 80)[1:-1]}, "
                                 "which a state dict never needs")
 
@@ -215,116 +160,11 @@ def _check_pid(pid, n):
     if not (type(pid) is tuple and len(pid) == n and pid[0] == "storage"):
         raise CheckpointError(f"malformed pickle: unexpected persistent id ({describe(pid)})")
     tag, key, location, numel = pid[1:5]
-    if not isinstance(tag, _TypeTag) or tag.name.islower():
+    if not isinstance(tag, _TypeTag) or not tag.is_storage:
         raise CheckpointError(f"malformed pickle: storage of type {describe(tag)}")
     if type(key) is not str or type(location) is not str or type(numel) is not int or numel < 0:
         raise CheckpointError("malformed pickle: a storage id with a bad key, location or size")
     return tag, key, numel
-
-
-def _select(obj):
-    """Unwrap ``{'state_dict': sd, 'epoch': 3}``-style containers around a single state dict."""
-    if type(obj) is not dict:
-        raise CheckpointError(f"the pickle holds {describe(obj)}, not a state dict")
-    if any(isinstance(v, _Tensor) for v in obj.values()):
-        return obj
-    nested = [k for k, v in obj.items()
-              if type(v) is dict and any(isinstance(x, _Tensor) for x in v.values())]
-    if len(nested) == 1:
-        return obj[nested[0]]
-    for key in _WRAPPER_KEYS:
-        if key in nested:
-            return obj[key]
-    return obj
-
-
-def _flatten(obj, max_entries):
-    """{dotted name: tensor}; each dict is visited once, every name must be new."""
-    out, seen, todo = {}, set(), [("", obj)]
-    while todo:
-        prefix, d = todo.pop()
-        if id(d) in seen:
-            raise CheckpointError(f"the dict under {quote(prefix[:-1]) if prefix else 'the top'} "
-                                  "appears twice (shared or cyclic dicts are not a state dict)")
-        seen.add(id(d))
-        nested = []
-        for k, v in d.items():
-            name = f"{prefix}{k}"
-            if len(name) > MAX_KEY_CHARS:
-                raise limit(f"key {quote(name, 40)} length", len(name), "MAX_KEY_CHARS", MAX_KEY_CHARS)
-            if isinstance(v, _Tensor):
-                if name in out:
-                    raise CheckpointError(f"two tensors are named {quote(name)} once nested dicts "
-                                          "are flattened with '.'")
-                out[name] = v
-                if len(out) > max_entries:
-                    raise limit("tensors", len(out), "max_entries", max_entries)
-            elif type(v) is dict:
-                nested.append((name + ".", v))
-            # anything else (ints, strings, lists, _metadata) is not a tensor: dropped
-        todo.extend(reversed(nested))
-    return out
-
-
-def _materialise(tensors, source, max_output_bytes):
-    """numpy copies of the tensors; the same view of the same storage is one array."""
-    views, by_root = {}, {}
-    for name, t in tensors.items():
-        vk = (id(t.storage), t.offset, t.size, t.stride, t.dtype.str, t.dtype.name)
-        if vk not in views:
-            views[vk] = (t, [])
-            by_root.setdefault(id(t.storage.root), []).append(vk)
-        views[vk][1].append(name)
-    decoded = sum(math.prod(t.size) * t.dtype.itemsize for t, _ in views.values())
-    read = sum(views[vks[0]][0].storage.root.nbytes for vks in by_root.values())
-    for what, n in (("tensor bytes", decoded), ("storage bytes to read", read)):
-        if n > max_output_bytes:
-            raise limit(what, n, "max_output_bytes", max_output_bytes)
-    arrays = {}
-    for vks in by_root.values():
-        root = views[vks[0]][0].storage.root
-        if root.where is None:
-            raise CheckpointError(f"storage {quote(root.key)} used by a tensor has no data in the file")
-        for i, arr in _storage_arrays(root, [views[vk][0] for vk in vks], source).items():
-            arrays[vks[i]] = arr
-    return {name: arrays[vk] for vk, (_, names) in views.items() for name in names}
-
-
-def _swap_unit(dtype):
-    return dtype.itemsize // 2 if dtype.kind == "c" else dtype.itemsize
-
-
-def _storage_arrays(root, views, source):
-    """Read one root storage and return {index in views: array}."""
-    t = views[0]
-    nbytes = math.prod(t.size) * t.dtype.itemsize
-    c_strides = [math.prod(t.size[i + 1:]) for i in range(len(t.size))]
-    if (len(views) == 1 and t.storage is root and t.offset == 0 and nbytes == root.nbytes
-            and all(s == c or n == 1 for s, c, n in zip(t.stride, c_strides, t.size))):
-        # The common case: one tensor fills its storage in C order -> read straight into it.
-        out = np.empty(t.size, t.dtype)
-        raw = out.reshape(-1).view(np.uint8)
-        source(root, raw)
-        if root.order == ">":
-            torch_archive.swap_bytes(raw, _swap_unit(root.dtype))
-        return {0: out}
-    raw = np.empty(root.nbytes, np.uint8)
-    source(root, raw)
-    if root.order == ">":  # as torch: swap by the storage's element type
-        torch_archive.swap_bytes(raw, _swap_unit(root.dtype))
-    result = {}
-    for i, t in enumerate(views):
-        if not math.prod(t.size):
-            result[i] = np.zeros(t.size, t.dtype)
-            continue
-        base = raw[t.storage.start:t.storage.start + t.storage.nbytes]
-        flat = base[: base.size // t.dtype.itemsize * t.dtype.itemsize].view(t.dtype)
-        view = np.lib.stride_tricks.as_strided(
-            flat[t.offset:], shape=t.size, strides=[s * t.dtype.itemsize for s in t.stride],
-            writeable=False)
-        result[i] = np.array(view, order="C", copy=True)
-    return result
-
 
 def _read_zip(f, size, lim: Limits, max_entries):
     zf = torch_archive.ZipArchive(f, size, max_entries)
@@ -339,7 +179,7 @@ def _read_zip(f, size, lim: Limits, max_entries):
         tag, key, numel = _check_pid(pid, 5)
         if key not in storages:  # the first declaration of a key wins, as in torch
             dtype = np.dtype(np.uint8) if tag.untyped else tag.dtype()
-            s = storages[key] = _Storage(key, dtype, tag.untyped, numel * dtype.itemsize, order)
+            s = storages[key] = Storage(key, dtype, tag.untyped, numel * dtype.itemsize, order)
             s.where = f"data/{key}"
             if not zf.has(s.where):
                 raise CheckpointError(f"zip archive lacks the record for storage {quote(key)}")
@@ -375,18 +215,18 @@ def _read_legacy(f, size, lim: Limits):
                                              "cannot load it either); re-save it in the zip format")
         if key not in storages:
             dtype = tag.dtype()
-            storages[key] = _Storage(key, dtype, False, numel * dtype.itemsize)
+            storages[key] = Storage(key, dtype, False, numel * dtype.itemsize)
         root, view = storages[key], pid[5]
         if view is None:
             return root
-        if not (type(view) is tuple and len(view) == 3 and type(view[0]) is str and _is_dims(view[1:])):
+        if not (type(view) is tuple and len(view) == 3 and type(view[0]) is str and is_dims(view[1:])):
             raise CheckpointError("malformed pickle: a bad storage view")
         view_key, offset, n = view
         if view_key not in storages:
             item = root.dtype.itemsize
             if root.root is not root or (offset + n) * item > root.nbytes:
                 raise CheckpointError(f"malformed pickle: storage view {quote(view_key)} lies outside its storage")
-            storages[view_key] = _Storage(view_key, root.dtype, False, n * item, root=root, start=offset * item)
+            storages[view_key] = Storage(view_key, root.dtype, False, n * item, root=root, start=offset * item)
         return storages[view_key]
 
     try:
@@ -475,7 +315,7 @@ def read_torch_state_dict(path, *, max_file_bytes: int = MAX_FILE_BYTES,
                 raise UnsupportedCheckpointError("the tar checkpoint format (PyTorch < 0.1.10) is not supported")
             else:
                 raise CheckpointError("not a PyTorch checkpoint (neither a zip archive nor a pickle)")
-            return _materialise(_flatten(_select(obj), max_entries), source, max_output_bytes)
+            return materialise(flatten(select(obj), max_entries), source, max_output_bytes)
     except CheckpointError as e:
         raise type(e)(one_line(f"{name}: {e}")) from None
     except OSError as e:
@@ -483,5 +323,6 @@ def read_torch_state_dict(path, *, max_file_bytes: int = MAX_FILE_BYTES,
     except MemoryError:
         raise CheckpointLimitError(one_line(f"{name}: out of memory while reading it; the limits "
                                             "are too generous for this machine")) from None
-    except RecursionError:  # pragma: no cover - nothing recurses on file data
-        raise CheckpointError(one_line(f"{name}: nested too deeply")) from None
+    except Exception as e:  # a case we did not foresee: still one clear line, never a traceback
+        raise CheckpointError(one_line(f"{name}: not a readable PyTorch checkpoint "
+                                       f"({type(e).__name__}: {str(e)[:100]})")) from e

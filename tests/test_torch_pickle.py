@@ -584,3 +584,38 @@ def test_genuine_but_unsupported_files_say_so(name, fragment):
         read_torch_state_dict(DATA / name)
     assert str(info.value).startswith(f"{name}: ") and fragment in str(info.value)
     assert not isinstance(info.value, UnsafeCheckpointError)
+
+
+# ---------------------------------------------------------------- property: damaged and random files
+def _only_checkpoint_errors(path):
+    try:
+        read_torch_state_dict(path)
+    except CheckpointError as e:
+        _check_message(str(e), path.name)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(fmt=st.sampled_from(["zip", "legacy"]), data=st.data())
+def test_damaged_genuine_files_fail_cleanly(tmp_path, fmt, data):
+    """Flipped bytes or a cut anywhere in a genuine file: it loads, or one clear CheckpointError."""
+    raw = bytearray((DATA / f"torch_dtypes_{fmt}.pth").read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    raw = raw[:data.draw(st.integers(1, len(raw)))]
+    path = tmp_path / "damaged.pth"
+    path.write_bytes(bytes(raw))
+    _only_checkpoint_errors(path)
+
+
+_OPS = [b"(", b"t", b")", b"\x85", b"\x86", b"}", b"]", b"a", b"e", b"s", b"u", b"0", b"1", b"2",
+        b"N", b"K\x01", b"X\x01\x00\x00\x00k", b"q\x00", b"h\x00", b"\x94", b"R", b"b", b"Q",
+        b"ctorch._utils\n_rebuild_tensor_v2\n", b"ctorch\nFloatStorage\n", b"ccollections\nOrderedDict\n"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.sampled_from(_OPS), max_size=40))
+def test_random_opcode_streams_fail_cleanly(tmp_path, ops):
+    path = tmp_path / "ops.pth"
+    path.write_bytes(hostile.torch_zip(b"\x80\x02" + b"".join(ops) + b".", [("0", bytes(16))]))
+    _only_checkpoint_errors(path)
