@@ -309,8 +309,8 @@ class _Machine:
             raise UnsafeCheckpointError(f"refuses to load: the pickle instantiates a class ({name}), "
                                         "which a state dict never needs")
         else:  # sets, bytearrays, out-of-band buffers
-            raise UnsupportedCheckpointError(f"malformed pickle: opcode {name}, which a state dict "
-                                             "never contains")
+            raise UnsupportedCheckpointError(f"the pickle uses opcode {name} (sets, bytearrays, "
+                                             "buffers), which a state dict never contains")
 
     def _setitems(self, target, items):
         if len(items) % 2:
