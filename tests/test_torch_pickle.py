@@ -619,3 +619,13 @@ def test_random_opcode_streams_fail_cleanly(tmp_path, ops):
     path = tmp_path / "ops.pth"
     path.write_bytes(hostile.torch_zip(b"\x80\x02" + b"".join(ops) + b".", [("0", bytes(16))]))
     _only_checkpoint_errors(path)
+
+
+def test_big_endian_untyped_storage_is_unsupported(tmp_path):
+    """torch does not byte-swap untyped storages (uint16 & co.) of a big-endian archive, so its
+    values would come out swapped: refused rather than guessed."""
+    pkl = hostile.state(("w", hostile.tensor_v3("0", 6, (3,), "uint16")))
+    path = tmp_path / "be.pth"
+    path.write_bytes(hostile.torch_zip(pkl, [("0", bytes(6))], byteorder=b"big"))
+    with pytest.raises(torch_pickle.UnsupportedCheckpointError, match="untyped storage in a big-endian"):
+        read_torch_state_dict(path)
