@@ -62,6 +62,23 @@ def _layer_names(prefixes, names):
     return layers, shift_level
 
 
+MAX_LEVELS = 12  # the reference builds 8; 2**12 is already a 4096x4096 input
+
+
+def _float_dtype(dtype) -> bool:
+    return dtype.kind == "f" or dtype.name.startswith(("bfloat16", "float8"))
+
+
+def _conv_weight(state, name):
+    """A 4-D conv weight of ``state`` or a ValueError that says what is wrong."""
+    if name not in state:
+        raise ValueError(f"not a Shift-Net generator state dict: {name!r} is missing")
+    w = state[name]
+    if w.ndim != 4:
+        raise ValueError(f"{name!r} has shape {tuple(w.shape)}; a conv weight is 4-D")
+    return w
+
+
 def _conv(w):
     return np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)))
 
@@ -90,24 +107,31 @@ def from_torch_state_dict(state: Mapping[str, np.ndarray], norm: str | None = No
     state = {k[len("module."):] if k.startswith("module.") else k: np.asarray(v)
              for k, v in state.items()}
     names = [n for n in state if not IGNORED.search(n)]
-    if "model.model.0.weight" not in state:
-        raise ValueError("not a Shift-Net generator state dict: 'model.model.0.weight' "
-                         "is missing")
+    first, outer_up = _conv_weight(state, "model.model.0.weight"), _conv_weight(state, "model.model.3.weight")
     prefixes = _level_prefixes(names)
+    if len(prefixes) > MAX_LEVELS:
+        raise ValueError(f"{len(prefixes)} U-Net levels; more than {MAX_LEVELS} is not a Shift-Net generator")
     layers, shift_level = _layer_names(prefixes, names)
     if norm is None:
         norm = "batch" if any(n.endswith("num_batches_tracked") for n in state) else "instance"
     if norm not in ("instance", "batch"):
         raise ValueError(f"norm must be 'instance' or 'batch', got {norm!r}")
-    kwargs = dict(ngf=int(state["model.model.0.weight"].shape[0]), num_downs=len(prefixes),
+    kwargs = dict(ngf=int(first.shape[0]), num_downs=len(prefixes),
                   norm=norm, shift_layer=shift_level + 1,
-                  output_channels=int(state["model.model.3.weight"].shape[1]))
+                  output_channels=int(outer_up.shape[1]))
 
     params, stats, used = {}, {}, set()
 
-    def take(name, convert=lambda x: x):
+    def take(name, convert=None):
+        if name not in state:
+            raise ValueError(f"not a Shift-Net generator state dict: {name!r} is missing")
+        w = state[name]
+        if not _float_dtype(w.dtype):
+            raise ValueError(f"{name!r} has dtype {w.dtype}; expected floating point")
+        if convert is not None:
+            w = convert(_conv_weight(state, name))
         used.add(name)
-        return convert(state[name]).astype(np.float32)
+        return w.astype(np.float32)
 
     for level, layer in layers.items():
         for direction in ("down", "up"):
@@ -175,30 +199,97 @@ def to_torch_state_dict(model_kwargs, variables):
     return state
 
 
-def load_torch_checkpoint(path, norm: str | None = None):
+def check_variables(model_kwargs, variables):
+    """Check every variable against what ``ShiftNetGenerator(**model_kwargs)`` creates.
+
+    Raises ValueError naming the first missing, unexpected, misshapen or
+    non-float32 variable. Builds no arrays (``jax.eval_shape``).
+    """
+    import jax
+    import jax.numpy as jnp
+    from flax import traverse_util
+
+    from shiftnet_jax.model import ShiftNetGenerator
+
+    size = 2 ** model_kwargs["num_downs"]
+    image = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    hole = jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32)
+    model = ShiftNetGenerator(**model_kwargs)
+    want = traverse_util.flatten_dict(jax.eval_shape(model.init, jax.random.key(0), image, hole), sep="/")
+    have = traverse_util.flatten_dict(variables, sep="/")
+    for path in sorted(set(want) | set(have)):
+        if path not in have:
+            raise ValueError(f"the model needs {path} {tuple(want[path].shape)}, which the file lacks")
+        if path not in want:
+            raise ValueError(f"the file has {path}, which the model does not use")
+        if tuple(have[path].shape) != tuple(want[path].shape) or have[path].dtype != want[path].dtype:
+            raise ValueError(f"{path} is {tuple(have[path].shape)} {have[path].dtype} in the file "
+                             f"(after layout conversion); the model needs "
+                             f"{tuple(want[path].shape)} {want[path].dtype}")
+
+
+def load_torch_checkpoint(path, norm: str | None = None, *, check: bool = True):
     """Read a reference ``*_net_G.pth`` (zip or legacy format) without torch.
 
     Nothing pickled is executed: see :mod:`shiftnet_jax.torch_pickle`.
-    Returns ``(model_kwargs, variables)`` as :func:`from_torch_state_dict`.
+    Returns ``(model_kwargs, variables)`` as :func:`from_torch_state_dict`,
+    checked against the model they build (:func:`check_variables`) unless
+    ``check`` is false. Every problem raises ValueError (a
+    :class:`~shiftnet_jax.torch_pickle.CheckpointError` for the file itself)
+    whose message is one line starting with the file name.
     """
-    from shiftnet_jax.torch_pickle import read_torch_state_dict
+    from shiftnet_jax.pickle_scan import one_line
+    from shiftnet_jax.torch_pickle import _file_name, read_torch_state_dict
 
     state = read_torch_state_dict(path)
     try:
-        return from_torch_state_dict(state, norm=norm)
+        kwargs, variables = from_torch_state_dict(state, norm=norm)
+        if check:
+            check_variables(kwargs, variables)
+        return kwargs, variables
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise ValueError(one_line(f"{_file_name(path)}: {e}")) from None
 
 
-def main(argv=None):
-    """``python -m shiftnet_jax.convert CKPT.pth OUT_DIR``."""
-    import argparse
+def _write_atomically(out_dir, kwargs, variables, source):
+    """Export into a temporary folder beside ``out_dir``, then rename it: no partial output."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
 
     from shiftnet_jax import checkpoint
 
+    out = Path(out_dir)
+    if out.exists():
+        if (out / checkpoint.CONFIG_FILE).exists() or (out / checkpoint.CHECKPOINTS).exists():
+            raise ValueError(f"{out}: already holds a checkpoint; choose a new directory")
+        if not out.is_dir() or any(out.iterdir()):
+            raise ValueError(f"{out}: exists and is not an empty directory")
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.absolute().parent))
+    try:
+        checkpoint.export_generator(tmp, kwargs, variables, source=source)
+        os.replace(tmp, out)  # atomic; replaces only an empty directory
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def main(argv=None):
+    """``python -m shiftnet_jax.convert CKPT.pth OUT_DIR``.
+
+    Every problem with the file or OUT_DIR ends in one line on stderr,
+    ``error: FILE: problem``, and exit code 1; nothing is written unless the
+    whole file converts and matches the model.
+    """
+    import argparse
+
+    from shiftnet_jax.pickle_scan import one_line
+
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("checkpoint", help="reference generator checkpoint (*_net_G.pth)")
-    parser.add_argument("out_dir", help="directory to write (must not hold a checkpoint)")
+    parser.add_argument("out_dir", help="directory to write (must not exist, or be empty)")
     parser.add_argument("--feature-hole", default="nearest", choices=("nearest", "conv"),
                         help="feature-level hole rule to store with the model")
     parser.add_argument("--norm", choices=("instance", "batch"), default=None,
@@ -207,10 +298,17 @@ def main(argv=None):
     try:
         kwargs, variables = load_torch_checkpoint(args.checkpoint, norm=args.norm)
         kwargs["feature_hole"] = args.feature_hole
-        checkpoint.export_generator(args.out_dir, kwargs, variables,
-                                    source=str(args.checkpoint))
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        _write_atomically(args.out_dir, kwargs, variables, str(args.checkpoint))
+    except (ValueError, OSError) as e:  # CheckpointError is a ValueError
+        detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        where = f"{e.filename}: " if isinstance(e, OSError) and e.filename else ""
+        print(one_line(f"error: {where}{detail}", 320), file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug of ours; still one line, never a traceback
+        from shiftnet_jax.torch_pickle import _file_name
+
+        print(one_line(f"error: {_file_name(args.checkpoint)}: conversion failed "
+                       f"({type(e).__name__}: {str(e)[:200]})", 320), file=sys.stderr)
         return 1
     print(f"wrote {args.out_dir}: {kwargs}")
     return 0

@@ -2,328 +2,327 @@
 
 Two on-disk formats are understood:
 
-* zip (PyTorch >= 1.6): ``<name>/data.pkl`` is the object pickle; its persistent
+* zip (PyTorch >= 1.6): ``<folder>/data.pkl`` is the object pickle; its persistent
   ids ``('storage', storage_type, key, location, numel)`` name raw storages kept
-  in ``<name>/data/<key>``; ``<name>/byteorder`` says ``little`` or ``big``.
+  in ``<folder>/data/<key>``; ``<folder>/byteorder`` says ``little`` or ``big``.
 * legacy (before 1.6): consecutive pickles -- magic number, protocol version,
   sys info, the object pickle, the list of storage keys -- then, per key, an
-  8-byte little-endian element count followed by the raw bytes.
+  8-byte little-endian element count followed by the raw bytes, always
+  little-endian whatever the sys info says (as torch reads them).
 
-The object pickle goes through an unpickler whose ``find_class`` maps the few
-globals a state dict uses onto local stand-ins and refuses everything else, so
-nothing named in the file is ever imported or called.
+The pickles run on :mod:`shiftnet_jax.pickle_scan`'s restricted machine: the few
+globals a state dict uses map onto local stand-ins, everything else is refused,
+so nothing named in the file is ever imported or called. Every size is checked
+against the limits below before the work it implies is done; the file is
+validated before any tensor data is read. Files torch reads, we read with
+torch's values; what torch refuses, we refuse; a few things torch reads
+inconsistently (duplicate zip records) or unsafely we also refuse.
 """
 from __future__ import annotations
 
-import collections
 import io
 import os
-import pickle
-import struct
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-try:  # ml_dtypes ships with jax; without it bfloat16 storages are refused.
+from shiftnet_jax import torch_archive
+from shiftnet_jax.pickle_scan import (CheckpointError, CheckpointLimitError, Limits, Reducer,
+                                      UnsafeCheckpointError, UnsupportedCheckpointError, describe,
+                                      limit, load_pickle, one_line, quote)
+from shiftnet_jax.torch_archive import MAX_FILE_BYTES
+from shiftnet_jax.torch_tensors import Storage, Tensor, flatten, is_dims, make_tensor, materialise, select
+
+try:  # ml_dtypes ships with jax; without it bfloat16/float8 tensors are unsupported.
     import ml_dtypes
-
-    _BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 except ImportError:  # pragma: no cover
-    _BFLOAT16 = None
+    ml_dtypes = None
 
-__all__ = ["CheckpointError", "UnsafeCheckpointError", "read_torch_state_dict"]
+__all__ = ["CheckpointError", "CheckpointLimitError", "UnsafeCheckpointError",
+           "UnsupportedCheckpointError", "read_torch_state_dict", "MAX_FILE_BYTES"]
 
-
-class CheckpointError(ValueError):
-    """Any problem reading a checkpoint; str(e) is one clear line naming the file and the problem."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """The pickle asks for a global/callable outside the allow-list."""
-
+MAX_OUTPUT_BYTES = 8 << 30    # tensor bytes decoded (storages read, arrays returned), absolute cap
+OUTPUT_PER_FILE_BYTE = 4      # ... and by default at most 4 x the file size + 64 MiB
+OUTPUT_SLACK = 64 << 20
+MAX_ENTRIES = 20_000          # tensors returned (and zip records); Shift-Net has ~70
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
-_INT = {"Long": np.int64, "Int": np.int32, "Short": np.int16, "Char": np.int8, "Byte": np.uint8}
-# torch.<X>Storage -> numpy dtype; torch.UntypedStorage is raw bytes.
-_STORAGE_DTYPES = {f"{k}Storage": np.dtype(v) for k, v in _INT.items()}
-_STORAGE_DTYPES.update(FloatStorage=np.dtype(np.float32), DoubleStorage=np.dtype(np.float64),
-                       HalfStorage=np.dtype(np.float16), BoolStorage=np.dtype(np.bool_),
-                       BFloat16Storage=_BFLOAT16, UntypedStorage=np.dtype(np.uint8))
-# torch.<dtype> globals (newer formats, _rebuild_tensor_v3) share numpy's names: float32, bool...
-_TORCH_DTYPES = {d.name: d for d in _STORAGE_DTYPES.values() if d is not None}
-_TORCH_DTYPES.setdefault("bfloat16", None)
-# Keys under which training scripts nest the weights ({'state_dict': sd, 'epoch': 3}).
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net_G", "netG", "generator")
 
 
-class _Inert:
-    """Base of every stand-in: refuses the pickle BUILD opcode, so a file cannot mutate them."""
-
-    __slots__ = ()
-
-    def __setstate__(self, state):
-        raise CheckpointError("malformed pickle: it tries to set the state of a storage or tensor")
+def _ml(name):
+    return np.dtype(getattr(ml_dtypes, name)) if ml_dtypes is not None and hasattr(ml_dtypes, name) else None
 
 
-class _TypeTag(_Inert):
+# torch dtype name -> numpy dtype (None: torch has it, we cannot represent it).
+_DTYPES = {
+    "float32": np.dtype(np.float32), "float64": np.dtype(np.float64), "float16": np.dtype(np.float16),
+    "bfloat16": _ml("bfloat16"), "int64": np.dtype(np.int64), "int32": np.dtype(np.int32),
+    "int16": np.dtype(np.int16), "int8": np.dtype(np.int8), "uint8": np.dtype(np.uint8),
+    "bool": np.dtype(np.bool_), "complex64": np.dtype(np.complex64),
+    "complex128": np.dtype(np.complex128), "uint16": np.dtype(np.uint16),
+    "uint32": np.dtype(np.uint32), "uint64": np.dtype(np.uint64),
+    **{n: _ml(n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz",
+                           "float8_e8m0fnu")},
+    **dict.fromkeys(["complex32", "float4_e2m1fn_x2", "bits1x8", "bits2x4", "bits4x2", "bits8",
+                     "bits16", "quint8", "qint8", "qint32", "quint4x2", "quint2x4"]),
+}
+# torch.<X>Storage -> torch dtype name (torch.UntypedStorage, raw bytes, is handled apart).
+_STORAGES = {"FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
+             "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
+             "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8",
+             "BoolStorage": "bool", "ComplexFloatStorage": "complex64",
+             "ComplexDoubleStorage": "complex128", "QUInt8Storage": "quint8",
+             "QInt8Storage": "qint8", "QInt32Storage": "qint32", "QUInt4x2Storage": "quint4x2",
+             "QUInt2x4Storage": "quint2x4"}
+
+
+class _TypeTag:
     """Stand-in for ``torch.FloatStorage`` & co. and ``torch.float32`` & co."""
 
-    __slots__ = ("name", "dtype")
+    __slots__ = ("name", "dtype_name", "is_storage", "untyped")
 
-    def __init__(self, name, dtype):
-        self.name, self.dtype = name, dtype
+    def __init__(self, name, dtype_name, is_storage, untyped=False):
+        self.name, self.dtype_name, self.is_storage, self.untyped = name, dtype_name, is_storage, untyped
 
-
-class _Storage(_Inert):
-    """One storage: a flat array in file byte order, or (legacy) a slice of another storage."""
-
-    __slots__ = ("dtype", "order", "data", "parent", "start", "size")
-
-    def __init__(self, dtype, order, data=None, parent=None, start=0, size=0):
-        self.dtype, self.order = dtype.newbyteorder(order), order  # dtype in file byte order
-        self.data, self.parent, self.start, self.size = data, parent, start, size
-
-    def array(self):
-        if self.parent is not None:
-            return self.parent.array()[self.start:self.start + self.size]
-        if self.data is None:
-            raise CheckpointError("a storage used by a tensor has no data in the file")
-        return self.data
+    def dtype(self) -> np.dtype:
+        dt = _DTYPES[self.dtype_name]
+        if dt is None:
+            raise UnsupportedCheckpointError(f"a tensor of dtype torch.{self.dtype_name}, which "
+                                             "numpy cannot represent, is not supported")
+        return dt
 
 
-class _Tensor(_Inert):
-    """A tensor to build once every storage is known (legacy storages come after the pickle)."""
-
-    __slots__ = ("storage", "offset", "size", "stride", "dtype")
-
-    def __init__(self, storage, offset, size, stride, dtype=None):
-        if not isinstance(storage, _Storage):
-            raise CheckpointError("malformed pickle: a tensor is rebuilt from a non-storage")
-        self.storage, self.offset, self.size, self.stride, self.dtype = storage, offset, size, stride, dtype
+def _rebuild_v1(storage, offset, size, stride):
+    return make_tensor(storage, offset, size, stride)
 
 
-def _rebuild_tensor(storage, offset, size, stride, *_ignored):  # requires_grad, hooks, metadata
-    return _Tensor(storage, offset, size, stride)
+def _rebuild_v2(storage, offset, size, stride, requires_grad, hooks, metadata=None):
+    return make_tensor(storage, offset, size, stride)
 
 
-def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, metadata=None):
-    if not isinstance(dtype, _TypeTag) or dtype.dtype is None:
-        raise CheckpointError(f"unsupported tensor dtype {getattr(dtype, 'name', dtype)!r:.40}")
-    return _Tensor(storage, offset, size, stride, dtype.dtype)
+def _rebuild_v3(storage, offset, size, stride, requires_grad, hooks, dtype, metadata=None):
+    if not isinstance(dtype, _TypeTag) or dtype.is_storage:
+        raise CheckpointError(f"malformed pickle: tensor dtype is {describe(dtype)}")
+    return make_tensor(storage, offset, size, stride, dtype.dtype())
 
 
-def _rebuild_parameter(data, requires_grad, backward_hooks, state=None):
+def _rebuild_parameter(data, requires_grad, hooks, state=None):
+    if not isinstance(data, Tensor):
+        raise CheckpointError(f"malformed pickle: a parameter of {describe(data)}")
     return data  # a Parameter is just its tensor for our purposes
 
 
-_SAFE_GLOBALS = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch", "Size"): tuple,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
+def _ordered_dict(*args):
+    if args:
+        raise CheckpointError("malformed pickle: OrderedDict called with arguments")
+    return {}  # dicts keep insertion order
+
+
+def _size(dims):
+    if not is_dims(dims):
+        raise CheckpointError("malformed pickle: torch.Size of non-dimensions")
+    return dims
+
+
+_REDUCERS = {
+    ("collections", "OrderedDict"): _ordered_dict,
+    ("torch", "Size"): _size,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_v1,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_v2,
+    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_v3,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
 }
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only allow-listed globals and hands storage ids to ``load_storage``."""
-
-    def __init__(self, file, load_storage=None):
-        super().__init__(file, fix_imports=False, encoding="utf-8")
-        self._load_storage = load_storage
-
-    def find_class(self, module, name):
-        if (module, name) in _SAFE_GLOBALS:
-            return _SAFE_GLOBALS[(module, name)]
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _TypeTag(name, _STORAGE_DTYPES[name])
-        if module == "torch" and name in _TORCH_DTYPES:
-            return _TypeTag(name, _TORCH_DTYPES[name])
-        raise UnsafeCheckpointError(f"refuses to load: the pickle calls {module}.{name}, "
-                                    "which a state dict never needs")
-
-    def persistent_load(self, pid):
-        if isinstance(pid, tuple) and pid[:1] == ("module",):
-            raise CheckpointError("holds a whole pickled model (torch.save(model)), not a state dict")
-        if not (isinstance(pid, tuple) and pid[:1] == ("storage",)) or self._load_storage is None:
-            raise CheckpointError(f"malformed pickle: unexpected persistent id {pid!r:.60}")
-        stype = pid[1] if len(pid) > 1 else None
-        if not isinstance(stype, _TypeTag) or stype.name not in _STORAGE_DTYPES:
-            raise CheckpointError(f"malformed pickle: storage of unknown type {stype!r:.40}")
-        if stype.dtype is None:
-            raise CheckpointError(f"{stype.name} needs the ml_dtypes package, which is not installed")
-        return self._load_storage(stype.dtype, *pid[2:])
+def _find_class(module, name):
+    if (module, name) in _REDUCERS:
+        return Reducer(name, _REDUCERS[(module, name)])
+    if module in ("torch", "torch.storage") and name == "UntypedStorage":
+        return _TypeTag(name, "uint8", is_storage=True, untyped=True)
+    if module == "torch" and name in _STORAGES:
+        return _TypeTag(name, _STORAGES[name], is_storage=True)
+    if module == "torch" and name in _DTYPES:
+        return _TypeTag(name, name, is_storage=False)
+    raise UnsafeCheckpointError(f"refuses to load: the pickle calls {quote(module + '.' + name, 80)[1:-1]}, "
+                                "which a state dict never needs")
 
 
-def _load_zip(data: bytes):
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, EOFError):
-        raise CheckpointError("truncated or corrupt zip archive") from None
-    pickles = [n for n in zf.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
-    if not pickles:
-        raise CheckpointError("zip archive without data.pkl: not a PyTorch checkpoint")
-    prefix = min(pickles, key=len)[: -len("data.pkl")]
+def _no_pid(pid):
+    raise CheckpointError("malformed legacy header: it names a storage")
 
-    def record(name):
-        try:
-            return zf.read(prefix + name)
-        except KeyError:
-            raise CheckpointError(f"zip archive lacks the record {prefix + name!r}") from None
-        except (zipfile.BadZipFile, EOFError, zlib.error) as e:
-            raise CheckpointError(f"truncated or corrupt zip record {prefix + name!r} ({e})") from None
 
-    order = "<"  # archives without a byteorder record predate big-endian support
-    if prefix + "byteorder" in zf.namelist():
-        order = {b"little": "<", b"big": ">"}.get(record("byteorder").strip())
+def _check_pid(pid, n):
+    """('storage', type tag, key, location, numel[, view]) -> (tag, key, numel)."""
+    if type(pid) is tuple and len(pid) >= 1 and pid[0] == "module":
+        raise CheckpointError("holds a whole pickled model (torch.save(model)), not a state dict")
+    if not (type(pid) is tuple and len(pid) == n and pid[0] == "storage"):
+        raise CheckpointError(f"malformed pickle: unexpected persistent id ({describe(pid)})")
+    tag, key, location, numel = pid[1:5]
+    if not isinstance(tag, _TypeTag) or not tag.is_storage:
+        raise CheckpointError(f"malformed pickle: storage of type {describe(tag)}")
+    if type(key) is not str or type(location) is not str or type(numel) is not int or numel < 0:
+        raise CheckpointError("malformed pickle: a storage id with a bad key, location or size")
+    return tag, key, numel
+
+def _read_zip(f, size, lim: Limits, max_entries):
+    zf = torch_archive.ZipArchive(f, size, max_entries)
+    order = "<"  # archives without a byteorder record are little-endian (torch's default)
+    if zf.has("byteorder"):
+        order = {b"little": "<", b"big": ">"}.get(zf.read("byteorder", 16, "16 bytes"))
         if order is None:
-            raise CheckpointError("unknown byteorder record")
+            raise CheckpointError("unknown byteorder record (neither 'little' nor 'big')")
     storages = {}
 
-    def load_storage(dtype, key, location=None, numel=None, *_):
-        if key not in storages:
-            raw = record(f"data/{key}")
-            dt = dtype.newbyteorder(order)
-            if len(raw) % dt.itemsize:
-                raise CheckpointError(f"storage {key!r} is {len(raw)} bytes, not a whole number of {dt}")
-            storages[key] = _Storage(dtype, order, np.frombuffer(raw, dt))
+    def persistent_load(pid):
+        tag, key, numel = _check_pid(pid, 5)
+        if key not in storages:  # the first declaration of a key wins, as in torch
+            dtype = np.dtype(np.uint8) if tag.untyped else tag.dtype()
+            s = storages[key] = Storage(key, dtype, tag.untyped, numel * dtype.itemsize, order)
+            s.where = f"data/{key}"
+            if not zf.has(s.where):
+                raise CheckpointError(f"zip archive lacks the record for storage {quote(key)}")
+            if zf.size_of(s.where) != s.nbytes:  # checked before anything is read
+                raise CheckpointError(f"zip record for storage {quote(key)} holds {zf.size_of(s.where)} "
+                                      f"bytes, but the pickle declares {s.nbytes}")
         return storages[key]
 
-    return _SafeUnpickler(io.BytesIO(record("data.pkl")), load_storage).load()
+    pickle = zf.read("data.pkl", lim.max_pickle_bytes, "max_pickle_bytes")
+    obj = load_pickle(io.BytesIO(pickle), _find_class, persistent_load, lim)
+    return obj, lambda root, out: zf.read_into(root.where, out)
 
 
-def _load_legacy(data: bytes):
-    f = io.BytesIO(data)
+def _read_legacy(f, size, lim: Limits):
+    head = f.read(min(size, lim.max_pickle_bytes))
+    stream = io.BytesIO(head)
+
+    def header(what):
+        return load_pickle(stream, _no_class, _no_pid, lim)
+
     try:
-        magic = _SafeUnpickler(f).load()
-    except Exception:
+        magic = header("magic number")
+    except CheckpointError:
         magic = None
     if type(magic) is not int or magic != _LEGACY_MAGIC:
         raise CheckpointError("not a PyTorch checkpoint (neither a zip archive nor a legacy magic number)")
-    if _SafeUnpickler(f).load() != _LEGACY_PROTOCOL:
-        raise CheckpointError("unsupported legacy protocol version")
-    sys_info = _SafeUnpickler(f).load()
-    order = "<" if not isinstance(sys_info, dict) or sys_info.get("little_endian", True) else ">"
-    storages = {}  # key -> root storage, filled after the object pickle
+    storages = {}  # root and view keys, as torch keeps them
 
-    def load_storage(dtype, key, location=None, numel=None, view=None, *_):
-        root = storages.setdefault(key, _Storage(dtype, order))
+    def persistent_load(pid):
+        tag, key, numel = _check_pid(pid, 6)
+        if tag.untyped:  # torch >= 2.1 writes these for uint16 & co., and cannot read them back
+            raise UnsupportedCheckpointError("a legacy-format file with an untyped storage (torch "
+                                             "cannot load it either); re-save it in the zip format")
+        if key not in storages:
+            dtype = tag.dtype()
+            storages[key] = Storage(key, dtype, False, numel * dtype.itemsize)
+        root, view = storages[key], pid[5]
         if view is None:
             return root
-        view_key, start, size = view  # legacy storage views: a slice of the root
-        return storages.setdefault(view_key, _Storage(dtype, order, parent=root, start=start, size=size))
+        if not (type(view) is tuple and len(view) == 3 and type(view[0]) is str and is_dims(view[1:])):
+            raise CheckpointError("malformed pickle: a bad storage view")
+        view_key, offset, n = view
+        if view_key not in storages:
+            item = root.dtype.itemsize
+            if root.root is not root or (offset + n) * item > root.nbytes:
+                raise CheckpointError(f"malformed pickle: storage view {quote(view_key)} lies outside its storage")
+            storages[view_key] = Storage(view_key, root.dtype, False, n * item, root=root, start=offset * item)
+        return storages[view_key]
 
-    obj = _SafeUnpickler(f, load_storage).load()
-    keys = _SafeUnpickler(f).load()
-    if not isinstance(keys, list):
+    try:
+        if header("protocol version") != _LEGACY_PROTOCOL:
+            raise CheckpointError("unsupported legacy protocol version")
+        header("sys info")  # torch ignores it: legacy storages are little-endian regardless
+        obj = load_pickle(stream, _find_class, persistent_load, lim)
+        keys = header("storage keys")
+    except CheckpointError as e:
+        if len(head) < size and str(e).startswith("truncated"):
+            raise limit("the pickles' size", f">{len(head)}", "max_pickle_bytes", lim.max_pickle_bytes) from None
+        raise
+    if type(keys) is not list or not all(type(k) is str for k in keys):
         raise CheckpointError("malformed legacy checkpoint: no list of storage keys")
-    pos = f.tell()
-    for key in keys:
-        if pos + 8 > len(data):
+    pos = stream.tell()
+    for key in keys:  # each: int64 element count, then the bytes; a repeated key: last wins (torch)
+        s = storages.get(key)
+        if s is None or s.root is not s:
+            raise CheckpointError(f"malformed legacy checkpoint: storage {quote(key)} is listed but never used")
+        f.seek(pos)
+        count = f.read(8)
+        if len(count) < 8:
             raise CheckpointError("truncated: the storage data ends early")
-        (numel,) = struct.unpack_from("<q", data, pos)
-        root = storages.get(key)
-        if root is None or root.parent is not None:
-            raise CheckpointError(f"malformed legacy checkpoint: storage {key!r:.40} is never used")
-        nbytes = numel * root.dtype.itemsize
-        if numel < 0 or pos + 8 + nbytes > len(data):
+        numel = int.from_bytes(count, "little", signed=True)
+        if numel * s.dtype.itemsize != s.nbytes:  # torch: "storage has wrong byte size"
+            raise CheckpointError(f"storage {quote(key)} holds {numel} elements in the file, but the "
+                                  f"pickle declares {s.nbytes // s.dtype.itemsize}")
+        s.where, pos = pos + 8, pos + 8 + s.nbytes
+        if pos > size:
             raise CheckpointError("truncated: the storage data ends early")
-        root.data = np.frombuffer(data, root.dtype, numel, pos + 8)
-        pos += 8 + nbytes
-    return obj
+
+    def source(root, out):
+        torch_archive.read_exactly(f, root.where, out, f"storage {quote(root.key)}")
+
+    return obj, source
 
 
-def _is_dims(x, n=None):
-    return (isinstance(x, tuple) and (n is None or len(x) == n)
-            and all(type(v) is int and v >= 0 for v in x))
+def _no_class(module, name):
+    raise CheckpointError("malformed legacy header: it names a global")
 
 
-def _to_array(t: _Tensor) -> np.ndarray:
-    """Copy a tensor out of its storage, honouring offset, size, stride and byte order."""
-    flat = t.storage.array()
-    if t.dtype is not None:  # v3: reinterpret the storage bytes as the tensor dtype
-        dt = t.dtype.newbyteorder(t.storage.order)
-        flat = flat.view(np.uint8)[: flat.nbytes // dt.itemsize * dt.itemsize].view(dt)
-    size, stride, offset = t.size, t.stride, t.offset
-    if not (_is_dims(size) and _is_dims(stride, len(size)) and type(offset) is int and offset >= 0):
-        raise CheckpointError("malformed pickle: a tensor has an invalid offset, size or stride")
-    native = flat.dtype.newbyteorder("=")
-    if 0 in size:
-        return np.zeros(size, native)
-    # Bounds check before as_strided, which would otherwise read arbitrary memory.
-    if offset + sum((n - 1) * s for n, s in zip(size, stride)) >= flat.size:
-        raise CheckpointError("malformed checkpoint: a tensor reaches outside its storage")
-    view = np.lib.stride_tricks.as_strided(
-        flat[offset:], shape=size, strides=[s * flat.itemsize for s in stride], writeable=False)
-    return np.array(view, dtype=native, order="C", copy=True)
+def _file_name(path) -> str:
+    text = os.fsdecode(path)
+    name = Path(text).name or text
+    name = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name[:200])
+    return name if len(name) <= 80 else name[:38] + "…" + name[-38:]
 
 
-def _select(obj):
-    """Unwrap ``{'state_dict': sd, 'epoch': 3}``-style containers around a single state dict."""
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"the pickle holds a {type(obj).__name__}, not a state dict")
-    if any(isinstance(v, _Tensor) for v in obj.values()):
-        return obj
-    nested = [k for k, v in obj.items()
-              if isinstance(v, dict) and any(isinstance(x, _Tensor) for x in v.values())]
-    if len(nested) == 1:
-        return obj[nested[0]]
-    for key in _WRAPPER_KEYS:
-        if key in nested:
-            return obj[key]
-    return obj
-
-
-def _flatten(obj, prefix, out, depth=0):
-    if depth > 32:
-        raise CheckpointError("malformed pickle: dicts nested too deeply (or a cycle)")
-    for k, v in obj.items():
-        if isinstance(v, _Tensor):
-            out[f"{prefix}{k}"] = _to_array(v)
-        elif isinstance(v, dict):
-            _flatten(v, f"{prefix}{k}.", out, depth + 1)
-        # anything else (ints, strings, lists, _metadata) is not a tensor: dropped
-    return out
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def read_torch_state_dict(path) -> dict[str, np.ndarray]:
+def read_torch_state_dict(path, *, max_file_bytes: int = MAX_FILE_BYTES,
+                          max_output_bytes: int | None = None, max_entries: int = MAX_ENTRIES,
+                          **pickle_limits) -> dict[str, np.ndarray]:
     """Read a ``torch.save(state_dict)`` file (zip or legacy format) into ``{name: numpy array}``.
 
-    Arrays are fresh C-contiguous copies in native byte order.  Nested dicts are
-    flattened with '.', a single wrapped state dict (``'state_dict'``, ``'model'``,
-    ``'net_G'``, ...) is unwrapped, and non-tensor entries are dropped.  Raises
-    :class:`UnsafeCheckpointError` when the pickle asks for anything outside the
-    allow-list and :class:`CheckpointError` for every other problem.
+    Arrays are C-contiguous copies in native byte order, bit-exact. Entries that are
+    the same view of the same storage (tied weights) are one array. Nested dicts
+    are flattened with '.', a single wrapped state dict (``'state_dict'``,
+    ``'model'``, ``'net_G'``, ...) is unwrapped, and non-tensor entries are dropped.
+
+    Limits (checked before the work they bound): ``max_file_bytes``;
+    ``max_output_bytes`` of tensor data decoded (default: 4 x the file size +
+    64 MiB, at most 8 GiB); ``max_entries`` tensors; and the pickle's
+    ``max_pickle_bytes``, ``max_depth``, ``max_memo``, ``max_objects``,
+    ``max_opcodes`` (see :mod:`shiftnet_jax.pickle_scan`).
+
+    Raises :class:`UnsafeCheckpointError` when the pickle asks for anything
+    outside the allow-list, :class:`UnsupportedCheckpointError` for what numpy
+    cannot represent, :class:`CheckpointLimitError` when a limit is hit and
+    :class:`CheckpointError` for every other problem; the message is one
+    printable line of at most 300 characters, starting with the file name.
     """
-    name = Path(os.fsdecode(path)).name or os.fsdecode(path)
+    name = _file_name(path)
+    lim = Limits(**pickle_limits)
     try:
-        data = Path(path).read_bytes()
-        if not data:
-            raise CheckpointError("the file is empty")
-        if data[:4] == b"PK\x03\x04":
-            obj = _load_zip(data)
-        elif data[:1] == b"\x80":
-            obj = _load_legacy(data)
-        elif data[257:262] == b"ustar":
-            raise CheckpointError("the tar checkpoint format (PyTorch < 0.1.10) is not supported")
-        else:
-            raise CheckpointError("not a PyTorch checkpoint (neither a zip archive nor a pickle)")
-        return _flatten(_select(obj), "", {})
+        with torch_archive.open_regular_file(path, max_file_bytes) as (f, size):
+            if max_output_bytes is None:
+                max_output_bytes = min(MAX_OUTPUT_BYTES, OUTPUT_PER_FILE_BYTE * size + OUTPUT_SLACK)
+            magic = f.read(4)
+            f.seek(0)
+            if not magic:
+                raise CheckpointError("the file is empty")
+            if magic == b"PK\x03\x04":
+                obj, source = _read_zip(f, size, lim, max_entries)
+            elif magic[:1] == b"\x80":
+                obj, source = _read_legacy(f, size, lim)
+            elif f.read(262)[257:262] == b"ustar":
+                raise UnsupportedCheckpointError("the tar checkpoint format (PyTorch < 0.1.10) is not supported")
+            else:
+                raise CheckpointError("not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+            return materialise(flatten(select(obj), max_entries), source, max_output_bytes)
     except CheckpointError as e:
-        raise type(e)(_one_line(f"{name}: {e}")) from None
+        raise type(e)(one_line(f"{name}: {e}")) from None
     except OSError as e:
-        raise CheckpointError(_one_line(f"{name}: cannot read the file: {e.strerror or e}")) from e
-    except (pickle.UnpicklingError, EOFError) as e:
-        raise CheckpointError(_one_line(f"{name}: truncated or corrupt pickle ({e})")[:300]) from e
-    except Exception as e:  # anything else is a malformed file: type errors from odd opcodes...
-        detail = f"{type(e).__name__}: {e}"
-        raise CheckpointError(_one_line(f"{name}: not a readable PyTorch checkpoint ({detail})")[:300]) from e
+        raise CheckpointError(one_line(f"{name}: cannot read the file: {e.strerror or type(e).__name__}")) from None
+    except MemoryError:
+        raise CheckpointLimitError(one_line(f"{name}: out of memory while reading it; the limits "
+                                            "are too generous for this machine")) from None
+    except Exception as e:  # a case we did not foresee: still one clear line, never a traceback
+        raise CheckpointError(one_line(f"{name}: not a readable PyTorch checkpoint "
+                                       f"({type(e).__name__}: {str(e)[:100]})")) from e

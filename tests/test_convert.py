@@ -45,3 +45,77 @@ def test_load_generator_explains_what_is_wrong(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(checkpoint.NotACheckpointError, match="no checkpoints/"):
         checkpoint.load_generator(tmp_path)
+
+
+# ---------------------------------------------------------------- bad files: one line, exit 1, nothing written
+import hostile_checkpoints as hostile  # noqa: E402
+
+
+def _reference_state(fixtures_dir):
+    return dict(load_reference(fixtures_dir, "center")["state"])
+
+
+def _convert_fails(path, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(path), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path.name}: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and len(err) <= 330 and err[:-1].isprintable()
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))  # no partial output
+    return err
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    ("missing", "'model.model.3.weight' is missing"),
+    ("scalar", "'model.model.0.weight' has shape (); a conv weight is 4-D"),
+    ("shape", "params/down_1/conv/kernel is (3, 3, 8, 16) float32 in the file (after layout "
+              "conversion); the model needs (4, 4, 8, 16) float32"),
+    ("norm_shape", "params/down_1/norm/scale is (15,) float32"),
+    ("dtype", "'model.model.1.model.2.bias' has dtype int64; expected floating point"),
+    ("extra", "unexpected entries in the state dict: model.model.9.weight"),
+])
+def test_convert_checks_keys_shapes_and_dtypes_before_writing(fixtures_dir, tmp_path, capsys,
+                                                              edit, fragment):
+    state = _reference_state(fixtures_dir)
+    if edit == "missing":
+        del state["model.model.3.weight"]
+    elif edit == "scalar":
+        state["model.model.0.weight"] = np.float32(1.0)
+    elif edit == "shape":
+        state["model.model.1.model.1.weight"] = np.zeros((16, 8, 3, 3), np.float32)
+    elif edit == "norm_shape":
+        state["model.model.1.model.2.weight"] = np.ones(15, np.float32)
+    elif edit == "dtype":
+        state["model.model.1.model.2.bias"] = np.zeros(16, np.int64)
+    elif edit == "extra":
+        state["model.model.9.weight"] = np.zeros(3, np.float32)
+    path = tmp_path / f"{edit}.pth"
+    hostile.write_state_dict(path, state)
+    assert fragment in _convert_fails(path, tmp_path, capsys)
+
+
+@pytest.mark.parametrize("case", ["deep_tuple", "stride_zero", "two_folders", "long_escape_key"])
+def test_convert_refuses_hostile_files_in_one_line(tmp_path, capsys, case):
+    _convert_fails(hostile.build(case, tmp_path), tmp_path, capsys)
+
+
+def test_convert_cli_never_prints_a_traceback(tmp_path):
+    path = tmp_path / "scalar.pth"
+    hostile.write_state_dict(path, {"model.model.0.weight": np.float32(1.0)})
+    result = subprocess.run([sys.executable, "-m", "shiftnet_jax.convert", str(path), str(tmp_path / "o")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: scalar.pth: ") and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_convert_into_an_existing_empty_directory(fixtures_dir, tmp_path, capsys):
+    out = tmp_path / "empty"
+    out.mkdir()
+    assert main([str(fixtures_dir / "reference_ngf8_center.pth"), str(out)]) == 0
+    assert (out / "config.json").exists() and not list(tmp_path.glob(".empty.*"))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep me")
+    assert main([str(fixtures_dir / "reference_ngf8_center.pth"), str(tmp_path / "full")]) == 1
+    assert "exists and is not an empty directory" in capsys.readouterr().err
+    assert (tmp_path / "full" / "x").read_text() == "keep me"

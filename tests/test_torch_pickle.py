@@ -9,6 +9,7 @@ import io
 import os
 import pickle
 import posix
+import re
 import struct
 import subprocess
 import tempfile
@@ -153,8 +154,12 @@ def legacy_header(little_endian=True) -> bytes:
 
 
 def write_legacy(path, obj, storages: dict, byteorder="little", pkl: bytes | None = None):
-    """pre-1.6 layout: header pickles, object pickle, key list, then (int64 numel, bytes) per storage."""
-    order = "<" if byteorder == "little" else ">"
+    """pre-1.6 layout: header pickles, object pickle, key list, then (int64 numel, bytes) per storage.
+
+    The data is little-endian whatever the header says: torch reads it so (checked
+    with torch 2.14 on a file whose header says big-endian).
+    """
+    order = "<"
     out = [legacy_header(byteorder == "little"),
            pkl if pkl is not None else _obj_pickle(obj, storages, True),
            pickle.dumps(list(storages), protocol=2)]
@@ -453,3 +458,174 @@ def test_round_trip(items, fmt, byteorder, wrap):
         assert have.dtype == want.dtype and have.dtype.isnative and have.shape == want.shape
         assert have.tobytes() == np.ascontiguousarray(want).tobytes()  # bitwise, NaNs included
         assert have.flags.c_contiguous and have.flags.owndata
+
+
+# ---------------------------------------------------------------- hostile files (tests/hostile_checkpoints.py)
+import hostile_checkpoints as hostile  # noqa: E402
+from shiftnet_jax import torch_pickle  # noqa: E402
+
+
+def _check_message(msg: str, file_name: str):
+    assert msg.startswith(f"{file_name}: "), msg
+    assert len(msg) <= 300 and msg.isprintable(), msg  # one line, no escape codes
+
+
+@pytest.mark.parametrize("case", list(hostile.CASES))
+def test_hostile_file_is_refused_fast_in_bounded_memory(tmp_path, case):
+    """Each file runs in a child with a 1 GiB address-space limit and a timeout."""
+    outcome, fragment = hostile.CASES[case]
+    path = hostile.build(case, tmp_path)
+    kwargs = dict(hostile.FAST.get(case, {}))
+    if case == "overlapping_views":
+        kwargs["max_output_bytes"] = 1 << 30  # an explicit limit applies as the default does
+    result = hostile.run_isolated(path, kwargs, timeout=30)
+    assert result["outcome"] == outcome, result
+    assert result["seconds"] < 2.0 and result["peak_mib"] < 300, result
+    if outcome != "ok":
+        assert fragment in result["message"], result
+        _check_message(result["message"], path.name)
+
+
+def test_hostile_files_that_load_give_torch_values(tmp_path):
+    got = read_torch_state_dict(hostile.build("tensor_under_many_keys", tmp_path))
+    assert len(got) == 2000 and len({id(a) for a in got.values()}) == 1  # one array, not 2000 copies
+    got = read_torch_state_dict(hostile.build("big_endian_legacy_header", tmp_path))
+    np.testing.assert_array_equal(got["w"], np.array([1.5, -2.0], np.float32))  # little-endian, as torch
+    got = read_torch_state_dict(hostile.build("uint16_untyped", tmp_path))
+    assert got["w"].dtype == np.uint16 and got["w"].tolist() == [1, 2, 65535]
+
+
+def test_build_cannot_mutate_the_reader(tmp_path):
+    defaults = torch_pickle._rebuild_v2.__defaults__
+    with pytest.raises(CheckpointError, match="sets the state of the function"):
+        read_torch_state_dict(hostile.build("build_on_function", tmp_path))
+    assert torch_pickle._rebuild_v2.__defaults__ == defaults
+
+
+def test_file_name_with_control_characters_is_escaped(tmp_path):
+    path = tmp_path / "evil\x1b[31m\nname.pth"
+    path.write_bytes(b"")
+    msg = str(_err(path))
+    assert msg == "evil\\x1b[31m\\nname.pth: the file is empty"
+
+
+def test_limits_are_keyword_arguments(tmp_path):
+    path = tmp_path / "w.pth"
+    write_zip(path, state_dict({"w": Tensor("0", 0, (64,), (1,))}), {"0": np.zeros(64, np.float32)})
+    assert read_torch_state_dict(path)["w"].shape == (64,)
+    for kwargs, fragment in [({"max_file_bytes": 100}, "max_file_bytes=100"),
+                             ({"max_output_bytes": 100}, "max_output_bytes=100"),
+                             ({"max_entries": 0}, "max_entries=0"),
+                             ({"max_pickle_bytes": 10}, "max_pickle_bytes=10"),
+                             ({"max_depth": 1}, "max_depth=1"),
+                             ({"max_objects": 5}, "max_objects=5"),
+                             ({"max_opcodes": 5}, "max_opcodes=5")]:
+        with pytest.raises(torch_pickle.CheckpointLimitError, match=fragment):
+            read_torch_state_dict(path, **kwargs)
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+def test_storage_size_must_match_the_pickle(tmp_path, fmt):
+    """torch refuses a record/block whose size differs from numel x itemsize; so do we."""
+    storages = {"0": np.arange(4, dtype=np.float32)}
+    pkl = _obj_pickle(state_dict({"w": Tensor("0", 0, (4,), (1,))}), storages, fmt == "legacy")
+    pkl = pkl.replace(b"X\x03\x00\x00\x00cpuK\x04", b"X\x03\x00\x00\x00cpuK\x05")  # declares 5
+    path = tmp_path / "size.pth"
+    WRITERS[fmt](path, None, storages, pkl=pkl)
+    assert re.search(r"(holds 16 bytes, but the pickle declares 20|holds 4 elements in the file, "
+                     r"but the pickle declares 5)", str(_err(path)))
+
+
+def test_deflated_records_are_read(tmp_path):
+    """torch reads deflated zip records (re-zipped checkpoints); so do we, within the declared size."""
+    arr = np.arange(1000, dtype=np.float32)
+    pkl = _obj_pickle(state_dict({"w": Tensor("0", 0, (1000,), (1,))}), {"0": arr}, False)
+    path = tmp_path / "deflated.pth"
+    path.write_bytes(hostile.torch_zip(pkl, [("0", hostile.deflated("archive/data/0", arr.tobytes()))]))
+    np.testing.assert_array_equal(read_torch_state_dict(path)["w"], arr)
+
+
+# ---------------------------------------------------------------- genuine files written by torch (tools/make_torch_fixtures.py)
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def _torch_expected():
+    with np.load(DATA / "torch_dtypes.npz") as z:
+        out = {}
+        for key in z.files:
+            name, dtype, shape = key.split("::")
+            out[name] = (dtype, tuple(int(n) for n in shape.split("x") if n), z[key].tobytes())
+        return out
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+def test_genuine_torch_files_load_bit_exact(fmt):
+    got = read_torch_state_dict(DATA / f"torch_dtypes_{fmt}.pth")
+    want = _torch_expected()
+    if fmt == "legacy":  # torch cannot read these dtypes back from a legacy file
+        want = {k: v for k, v in want.items()
+                if not k.startswith(("t_uint16", "t_uint32", "t_uint64", "t_float8"))}
+    assert set(got) == set(want)
+    for name, (dtype, shape, raw) in want.items():
+        have = got[name]
+        assert (have.dtype.name, have.shape) == (dtype, shape), name
+        assert have.tobytes() == raw, name
+        assert have.flags.c_contiguous and have.dtype.isnative
+    assert got["tied_a"] is got["tied_b"]  # one storage, one array
+    assert "module.weight" in got and "module.bias" in got
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("torch_complex32.pth", "dtype torch.complex32, which numpy cannot represent"),
+    ("torch_uint16_legacy.pth", "legacy-format file with an untyped storage"),
+])
+def test_genuine_but_unsupported_files_say_so(name, fragment):
+    with pytest.raises(torch_pickle.UnsupportedCheckpointError) as info:
+        read_torch_state_dict(DATA / name)
+    assert str(info.value).startswith(f"{name}: ") and fragment in str(info.value)
+    assert not isinstance(info.value, UnsafeCheckpointError)
+
+
+# ---------------------------------------------------------------- property: damaged and random files
+def _only_checkpoint_errors(path):
+    try:
+        read_torch_state_dict(path)
+    except CheckpointError as e:
+        _check_message(str(e), path.name)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(fmt=st.sampled_from(["zip", "legacy"]), data=st.data())
+def test_damaged_genuine_files_fail_cleanly(tmp_path, fmt, data):
+    """Flipped bytes or a cut anywhere in a genuine file: it loads, or one clear CheckpointError."""
+    raw = bytearray((DATA / f"torch_dtypes_{fmt}.pth").read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    raw = raw[:data.draw(st.integers(1, len(raw)))]
+    path = tmp_path / "damaged.pth"
+    path.write_bytes(bytes(raw))
+    _only_checkpoint_errors(path)
+
+
+_OPS = [b"(", b"t", b")", b"\x85", b"\x86", b"}", b"]", b"a", b"e", b"s", b"u", b"0", b"1", b"2",
+        b"N", b"K\x01", b"X\x01\x00\x00\x00k", b"q\x00", b"h\x00", b"\x94", b"R", b"b", b"Q",
+        b"ctorch._utils\n_rebuild_tensor_v2\n", b"ctorch\nFloatStorage\n", b"ccollections\nOrderedDict\n"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.sampled_from(_OPS), max_size=40))
+def test_random_opcode_streams_fail_cleanly(tmp_path, ops):
+    path = tmp_path / "ops.pth"
+    path.write_bytes(hostile.torch_zip(b"\x80\x02" + b"".join(ops) + b".", [("0", bytes(16))]))
+    _only_checkpoint_errors(path)
+
+
+def test_big_endian_untyped_storage_is_unsupported(tmp_path):
+    """torch does not byte-swap untyped storages (uint16 & co.) of a big-endian archive, so its
+    values would come out swapped: refused rather than guessed."""
+    pkl = hostile.state(("w", hostile.tensor_v3("0", 6, (3,), "uint16")))
+    path = tmp_path / "be.pth"
+    path.write_bytes(hostile.torch_zip(pkl, [("0", bytes(6))], byteorder=b"big"))
+    with pytest.raises(torch_pickle.UnsupportedCheckpointError, match="untyped storage in a big-endian"):
+        read_torch_state_dict(path)
