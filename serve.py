@@ -11,6 +11,7 @@ cannot be opened.
 import argparse
 import logging
 import os
+import signal
 import sys
 
 
@@ -65,8 +66,15 @@ def main(argv=None) -> int:
     url_host = f"[{host}]" if ":" in host else host
     shown = ", ".join(f"{m.name} (working size {m.size})" for m in models)
     print(f"Shift-Net studio on http://{url_host}:{port}  models: {shown}  (Ctrl-C stops)", flush=True)
-    server.make_server(server.create_app(studio), sock, access_log=args.access_log).run(sockets=[sock])
-    studio.close()
+    # uvicorn shuts down gracefully, then re-raises the signal: Ctrl-C or SIGTERM ends here, quietly.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        server.make_server(server.create_app(studio), sock, access_log=args.access_log).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        studio.close()
+    print("studio stopped", flush=True)
     return 0
 
 

@@ -114,8 +114,8 @@ def _check_pixels(blob: bytes, max_pixels: int, what: str):
     except Exception:  # noqa: BLE001 - not an image at all: the decoder says why
         return
     if width * height > max_pixels:
-        raise TooLarge(f"{what}: {width}x{height} is {width * height / 1e6:.1f} megapixels; "
-                       f"the limit is {max_pixels / 1e6:g}")
+        raise TooLarge(f"{what}: {width}x{height} is {width * height / 1e6:.3g} megapixels; "
+                       f"the limit is {max_pixels / 1e6:.3g}")
 # -------------------------------------------------------------- end adapter
 
 

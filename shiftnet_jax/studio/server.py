@@ -36,6 +36,10 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.3g} MB"
+
+
 class BodyLimit:
     """ASGI middleware: refuse request bodies over ``max_bytes`` with 413, whether
     the client announces the length or streams it."""
@@ -47,9 +51,9 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length", b"0")
-        limit = f"the upload limit is {self.max_bytes / 2**20:g} MB"
+        limit = f"the upload limit is {_mb(self.max_bytes)}"
         if length.isdigit() and int(length) > self.max_bytes:
-            response = _error(413, f"request body is {int(length) / 2**20:.1f} MB; {limit}")
+            response = _error(413, f"request body is {_mb(int(length))}; {limit}")
             return await response(scope, receive, send)
         received = 0
 
@@ -58,7 +62,7 @@ class BodyLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:  # raised inside the endpoint, answered as 413 there
-                raise TooLarge(f"request body over {limit.removeprefix('the upload limit is ')}; {limit}")
+                raise TooLarge(f"request body over {_mb(self.max_bytes)}; {limit}")
             return message
 
         await self.app(scope, limited, send)
