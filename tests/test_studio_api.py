@@ -19,7 +19,7 @@ from shiftnet_jax.studio import engine as eng
 from shiftnet_jax.studio import server
 
 with warnings.catch_warnings():  # Starlette now prefers httpx2; httpx (what we install) still works
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
     from starlette.testclient import TestClient
 
 from studio_util import crops, decode_png, photo_paths, png, rect_mask, running_server, tiny_checkpoint
