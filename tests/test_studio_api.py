@@ -58,7 +58,7 @@ def test_health_page_and_static_files(client):
     assert health["limits"] == {"max_upload_bytes": 50 * 2**20, "max_pixels": 50_000_000}
     page = client.get("/")
     assert page.status_code == 200 and "/static/studio.js" in page.text
-    for name in ("studio.js", "studio.css"):
+    for name in ("studio.js", "shiftview.js", "studio.css"):
         assert client.get(f"/static/{name}").status_code == 200
 
 

@@ -100,8 +100,8 @@ def test_paint_inpaint_and_see_where_patches_came_from(browser, url, tmp_path):
     cy = rbox["y"] + (p["y"] + 0.5) * flow["cell"]["height"] * rbox["height"] / 240
     page.mouse.move(cx, cy)
     sy, sx = p["source"]
-    assert f"({p['y']}, {p['x']})" in page.inner_text("#shift-info")
-    assert f"copied from ({sy}, {sx})" in page.inner_text("#shift-info")
+    assert (f"hole position y={p['y']}, x={p['x']} ← feature copied from y={sy}, x={sx}"
+            in page.inner_text("#shift-info"))
     assert _painted(page, "#result-overlay") > 0 and _painted(page, "#input-overlay") > 0
     page.keyboard.press("s")  # colour the hole by source, as inpaint.py --flow does
     assert page.is_visible("#sources")
