@@ -9,6 +9,7 @@ cannot be opened.
 """
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
@@ -66,6 +67,9 @@ def main(argv=None) -> int:
     url_host = f"[{host}]" if ":" in host else host
     shown = ", ".join(f"{m.name} (working size {m.size})" for m in models)
     print(f"Shift-Net studio on http://{url_host}:{port}  models: {shown}  (Ctrl-C stops)", flush=True)
+    if not ipaddress.ip_address(host).is_loopback:
+        print(f"note: {host} is reachable from other machines, and the studio has no authentication",
+              file=sys.stderr, flush=True)
     # uvicorn shuts down gracefully, then re-raises the signal: Ctrl-C or SIGTERM ends here, quietly.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

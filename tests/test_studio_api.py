@@ -134,6 +134,8 @@ def test_bad_input_is_refused_in_one_json_line(client, models):
     _error(client.post("/api/inpaint", files={"image": ("x", png(image))}), 400, "missing field 'mask'")
     _error(client.post("/api/inpaint", files={"image": ("x", png(image))}, data={"mask": "x"}), 400,
            "must be a file upload")
+    _error(client.post("/api/inpaint", files={"image": ("x", png(image)), "mask": ("m", good_mask),
+                                              "model": ("f", b"tiny")}), 400, "'model' must be text")
     _error(client.post("/api/inpaint", json={"image": 1}), 400, "multipart/form-data")
     _error(client.get("/api/inpaint"), 405, "Method Not Allowed")
     _error(client.get("/api/nothing"), 404, "Not Found")

@@ -81,8 +81,14 @@ async def _fields(request: Request, engine: Engine):
             if not isinstance(part, UploadFile):
                 raise BadInput(f"field {name!r} must be a file upload")
             blobs[name] = await part.read()
-        model = engine.model(form.get("model") or None)
-        dilate = str(form.get("dilate") or "0").strip()
+        text = {}
+        for name in ("model", "dilate"):
+            value = form.get(name)
+            if isinstance(value, UploadFile):
+                raise BadInput(f"field {name!r} must be text, not a file")
+            text[name] = (value or "").strip()
+        model = engine.model(text["model"] or None)
+        dilate = text["dilate"] or "0"
     if not dilate.isdigit() or int(dilate) > MAX_DILATE:
         raise BadInput(f"dilate must be a whole number of pixels from 0 to {MAX_DILATE}, got {dilate!r}")
     # Decoding is CPU work: off the event loop, but not on the device thread.
