@@ -28,6 +28,7 @@ let progressTimer = null;
 function progress(text) {
   clearInterval(progressTimer);
   $("progress").hidden = !text;
+  $("result-hint").style.visibility = text ? "hidden" : "";
   if (!text) return;
   const start = performance.now();
   const tick = () => { $("progress-text").textContent = `${text} ${((performance.now() - start) / 1000).toFixed(1)} s`; };
@@ -312,6 +313,7 @@ $("mask-file").addEventListener("change", (ev) => { if (ev.target.files[0]) load
 
 document.addEventListener("keydown", (ev) => {
   if (ev.target.matches("input[type=number], input[type=text], select")) return;
+  if (ev.key === "Enter" && ev.target.matches("button, a, label")) return;  // Enter presses the focused control
   const key = ev.key.toLowerCase(), ctrl = ev.ctrlKey || ev.metaKey;
   const actions = ctrl ? {
     z: () => (ev.shiftKey ? redo() : undo()), y: redo, s: () => state.result && $("download").click(),
