@@ -122,6 +122,11 @@ def test_paint_inpaint_and_see_where_patches_came_from(browser, url, tmp_path):
     page.set_input_files("#mask-file", str(tmp_path / "small_mask.png"))
     page.wait_for_selector("#message:not([hidden])")
     assert "The mask is 10×10 but the photo is 320×240" in page.inner_text("#message")
+    limits = page.evaluate("state.limits")
+    page.evaluate("state.limits = {max_upload_bytes: 1000, max_pixels: 1e9}")  # refused before uploading
+    page.click("#inpaint")
+    assert "the studio takes uploads up to 0.000954 MB" in page.inner_text("#message")
+    page.evaluate("(limits) => { state.limits = limits; }", limits)
     page.route("**/api/inpaint", lambda route: route.fulfill(
         status=413, content_type="application/json", body='{"error": "request body is too big"}'))
     page.click("#inpaint")

@@ -4,6 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+const num = (x) => String(Number(x.toPrecision(3)));   // 0.196, 12.3, 50
 const HOLE = [255, 64, 96];                       // mask colour (any nonzero RGB is a hole)
 const state = {
   file: null, name: "photo", url: null, W: 0, H: 0,
@@ -222,6 +223,15 @@ async function runInpaint() {
   if (state.busy) return;
   if (!state.file) return showError("Open a photo first.");
   if (maskIsEmpty()) return showError("Paint over the part of the photo that should go first (or open a mask file).");
+  const limits = state.limits || {};   // refuse here what the server would refuse after the upload
+  if (state.file.size > limits.max_upload_bytes * 0.95) {
+    return showError(`This photo is ${num(state.file.size / 2 ** 20)} MB; the studio takes uploads up to `
+      + `${num(limits.max_upload_bytes / 2 ** 20)} MB (serve.py --max-upload-mb).`);
+  }
+  if (state.W * state.H > limits.max_pixels) {
+    return showError(`This photo has ${num(state.W * state.H / 1e6)} megapixels; the studio takes up to `
+      + `${num(limits.max_pixels / 1e6)} (serve.py --max-megapixels).`);
+  }
   hideError();
   state.busy = true;
   updateButtons();
@@ -342,6 +352,7 @@ async function start() {
   updateButtons();
   try {
     const health = await (await fetch("/api/health")).json();
+    state.limits = health.limits;
     for (const m of health.models) $("model").add(new Option(`${m.name} (${m.working_size} px)`, m.name));
     $("model-group").hidden = health.models.length < 2;
     $("server-info").textContent = `${health.models.length} model${health.models.length > 1 ? "s" : ""} · `
