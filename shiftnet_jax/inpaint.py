@@ -289,3 +289,33 @@ def inpaint_folder(model, variables, input_dir, output_dir, *, size=None, dilate
     return {"written": written, "errors": errors}
 
 
+# ------------------------------------------------ the shift, as data (the studio's /api/flow)
+def shift_sources(model, variables, image, mask, *, size: int | None = None,
+                  dilate_px: int = 0) -> dict:
+    """Where the shift copied every hole position from, as arrays at the shift layer.
+
+    The same working size, hole and forward pass as :func:`inpaint_image` with
+    ``flow=True`` (whose flow image draws these data).
+
+    Args:
+      image: uint8/uint16 (H, W[, 1|3|4]). mask: (H, W), nonzero = hole.
+    Returns:
+      dict with ``working`` (h, w), the working size; ``hole`` bool (gh, gw), the
+      hole at the shift layer; ``source`` int (gh, gw, 2), the (y, x) each position
+      copied from; ``valid`` bool (gh, gw), True where ``source`` means something
+      (a hole position of an image that has known positions).
+    """
+    image = as_rgb_uint8(image)
+    mask = np.asarray(mask)
+    mask = mask[..., 0] if mask.ndim == 3 else mask
+    if mask.shape != image.shape[:2]:
+        raise ValueError(f"mask {mask.shape} does not match image {image.shape[:2]}")
+    mask = dilate(mask != 0, dilate_px)
+    small, hole = _prepare(image, mask, size or DEFAULT_SIZE, 2 ** model.num_downs)
+    index, valid, fhole = jax.device_get(forward(model, variables, small[None], hole[None],
+                                                 flow=True).flow)
+    fhole = np.asarray(fhole[0]).astype(bool)
+    gh, gw = fhole.shape
+    source = np.stack(np.divmod(np.asarray(index[0]).reshape(gh, gw), gw), axis=-1)
+    return {"working": small.shape[:2], "hole": fhole, "source": source,
+            "valid": np.asarray(valid[0]).reshape(gh, gw).astype(bool)}

@@ -1,0 +1,181 @@
+"""The studio's HTTP side: a Starlette app serving the page and the JSON/PNG API.
+
+    GET  /             the page (static/index.html)
+    GET  /api/health   models, working sizes, limits
+    POST /api/inpaint  multipart image, mask [, model, dilate] -> image/png
+    POST /api/flow     the same fields -> JSON: the shift's source of every hole position
+
+Every refusal is a 4xx with ``{"error": "one line"}``; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from shiftnet_jax import image_io
+from shiftnet_jax.studio import engine as eng
+from shiftnet_jax.studio.engine import BadInput, Engine, TooLarge
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_DILATE = 256
+log = logging.getLogger("shiftnet_jax.studio")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.3g} MB"
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413, whether
+    the client announces the length or streams it."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        limit = f"the upload limit is {_mb(self.max_bytes)}"
+        if length.isdigit() and int(length) > self.max_bytes:
+            response = _error(413, f"request body is {_mb(int(length))}; {limit}")
+            return await response(scope, receive, send)
+        received = 0
+
+        async def limited():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:  # raised inside the endpoint, answered as 413 there
+                raise TooLarge(f"request body over {_mb(self.max_bytes)}; {limit}")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _fields(request: Request, engine: Engine):
+    """The multipart fields of an inpaint/flow request, decoded and checked."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise BadInput("send multipart/form-data with the fields image and mask")
+    async with request.form(max_files=4, max_fields=8) as form:
+        blobs = {}
+        for name in ("image", "mask"):
+            part = form.get(name)
+            if part is None:
+                raise BadInput(f"missing field {name!r} (send multipart/form-data with image and mask)")
+            if not isinstance(part, UploadFile):
+                raise BadInput(f"field {name!r} must be a file upload")
+            blobs[name] = await part.read()
+        text = {}
+        for name in ("model", "dilate"):
+            value = form.get(name)
+            if isinstance(value, UploadFile):
+                raise BadInput(f"field {name!r} must be text, not a file")
+            text[name] = (value or "").strip()
+        model = engine.model(text["model"] or None)
+        dilate = text["dilate"] or "0"
+    if not dilate.isdigit() or int(dilate) > MAX_DILATE:
+        raise BadInput(f"dilate must be a whole number of pixels from 0 to {MAX_DILATE}, got {dilate!r}")
+    # Decoding is CPU work: off the event loop, but not on the device thread.
+    image = await run_in_threadpool(eng.decode_image, blobs["image"], engine.max_pixels)
+    mask = await run_in_threadpool(eng.decode_mask, blobs["mask"], image.shape[:2], engine.max_pixels)
+    return model, image, mask, int(dilate)
+
+
+def _guard(endpoint):
+    """Answer an unexpected failure with a one-line 500 (and one log line), not a traceback."""
+
+    async def guarded(request):
+        try:
+            return await endpoint(request)
+        except (BadInput, HTTPException):
+            raise
+        except Exception as e:  # noqa: BLE001 - the server must keep serving
+            what = f"{type(e).__name__}: {image_io.first_line(e)}"
+            log.error("error: %s %s: %s", request.method, request.url.path, what)
+            return _error(500, f"inpainting failed on the server ({what})")
+
+    return guarded
+
+
+def create_app(engine: Engine) -> Starlette:
+    """The studio as an ASGI app (``engine`` holds the models and the limits)."""
+
+    async def index(request):
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def health(request):
+        return JSONResponse(engine.health())
+
+    @_guard
+    async def inpaint(request):
+        model, image, mask, dilate = await _fields(request, engine)
+        out = await engine.inpaint(model, image, mask, dilate)
+        png = await run_in_threadpool(eng.encode_png, out)
+        return Response(png, media_type="image/png",
+                        headers={"X-Model": model.name, "Cache-Control": "no-store"})
+
+    @_guard
+    async def flow(request):
+        model, image, mask, dilate = await _fields(request, engine)
+        body = await engine.flow(model, image, mask, dilate)
+        body["model"] = model.name
+        return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+    async def bad_input(request, exc: BadInput):
+        return _error(exc.status, str(exc))
+
+    async def http_error(request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail).splitlines()[0] if exc.detail else "error")
+
+    routes = [
+        Route("/", index),
+        Route("/api/health", health),
+        Route("/api/inpaint", inpaint, methods=["POST"]),
+        Route("/api/flow", flow, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers={
+        BadInput: bad_input, HTTPException: http_error})
+    app.state.engine = engine
+    return BodyLimit(app, engine.max_bytes)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket; raises OSError with a one-line reason (port in use, bad host)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def make_server(app, sock: socket.socket, *, access_log: bool = False):
+    """A uvicorn Server for ``app`` on an already bound socket (``server.run(sockets=[sock])``)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="info" if access_log else "warning",
+                            access_log=access_log, timeout_graceful_shutdown=5)
+    return uvicorn.Server(config)
