@@ -379,16 +379,14 @@ def build(name: str, directory: Path) -> Path:
 MEMORY_LIMIT = 1 << 30  # address space of the child
 
 
-def _limit_child():
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-
-
 def run_isolated(path, kwargs=None, timeout=20.0) -> dict:
     """Read ``path`` in a child process with a 1 GiB address-space limit and a timeout."""
     cmd = [sys.executable, __file__, str(path), json.dumps(kwargs or {})]
     start = time.perf_counter()
+    # The child limits itself before it imports or reads anything: a preexec_fn would
+    # fork the (multithreaded, JAX-running) test process and can deadlock there.
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=_limit_child, cwd=Path(__file__).resolve().parents[1])
+                          cwd=Path(__file__).resolve().parents[1])
     wall = time.perf_counter() - start
     if proc.returncode != 0 or not proc.stdout.strip():
         return {"outcome": f"crashed (exit {proc.returncode})", "message": proc.stderr[-500:], "wall": wall}
@@ -412,6 +410,7 @@ def _peak_mib() -> float:
 
 
 def _child(path: str, kwargs: dict):
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from shiftnet_jax.torch_pickle import CheckpointError, read_torch_state_dict
 
