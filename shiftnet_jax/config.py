@@ -34,7 +34,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict(dict(
         ngf=64, num_downs=8, norm="instance", shift_layer=3, feature_hole="nearest",
-        triple_weight=1.0, output_channels=3, conv_impl="auto"))
+        triple_weight=1.0, output_channels=3, conv_impl="auto", use_shift=True))
     c.discriminator = ml_collections.ConfigDict(dict(
         ndf=64, n_layers=3, spectral_norm=True, norm="instance"))
 

@@ -119,6 +119,9 @@ class ShiftNetGenerator(nn.Module):
       conv_impl: how the 4x4 stride-2 convs are computed (same parameters and
         results): "auto" (per backend), "lax", "subpixel", "taps", "im2col";
         see :mod:`shiftnet_jax.conv`.
+      use_shift: False gives the same U-Net without the shift (the official code's
+        ``unet_256``, the paper's ablation): the shift level concatenates only
+        [decoded, encoded]. Its features are still returned for the guidance loss.
     """
 
     ngf: int = 64
@@ -131,6 +134,7 @@ class ShiftNetGenerator(nn.Module):
     dtype: Any = jnp.float32
     shift_tile: int | None = None
     conv_impl: str = "auto"
+    use_shift: bool = True
 
     def setup(self):
         if self.norm not in NORMS:
@@ -213,9 +217,11 @@ class ShiftNetGenerator(nn.Module):
                 if i == k:
                     small_hole = feature_hole(hole, self.shift_layer, self.feature_hole)
                     features = ShiftFeatures(decoded, encoded, small_hole)
-                    shifted = shift(decoded, encoded, small_hole,
-                                    triple_weight=self.triple_weight, tile=self.shift_tile)
-                    x = jnp.concatenate([decoded, encoded, shifted], axis=-1)
+                    parts = [decoded, encoded]
+                    if self.use_shift:
+                        parts.append(shift(decoded, encoded, small_hole,
+                                           triple_weight=self.triple_weight, tile=self.shift_tile))
+                    x = jnp.concatenate(parts, axis=-1)
                 else:
                     x = jnp.concatenate([decoded, encoded], axis=-1)
             x = self.up[i](x, train)

@@ -41,6 +41,20 @@ def test_shift_layer_ablation_levels(shift_layer):
     assert up.shape[2] == 3 * width
 
 
+def test_without_the_shift_is_the_plain_unet():
+    """use_shift=False (the official unet_256): the shift level's up conv reads only
+    [decoded, encoded], and the hole's content no longer comes from known features."""
+    image, hole = batch(32)
+    plain = ShiftNetGenerator(ngf=4, num_downs=5, use_shift=False)
+    variables = jax.jit(plain.init)(key(0), image, hole)
+    output, features = plain.apply(variables, image, hole, return_features=True)
+    width = features.decoded.shape[-1]
+    assert variables["params"]["up_2"]["conv"]["kernel"].shape[2] == 2 * width
+    assert output.shape == image.shape and np.isfinite(np.asarray(output)).all()
+    shifted = ShiftNetGenerator(ngf=4, num_downs=5)
+    assert jax.jit(shifted.init)(key(0), image, hole)["params"]["up_2"]["conv"]["kernel"].shape[2] == 3 * width
+
+
 def test_guidance_target_runs_only_the_encoder_levels_it_needs():
     model = ShiftNetGenerator(ngf=4, num_downs=5, shift_layer=3)
     image, hole = batch(32)
