@@ -211,6 +211,9 @@ def train_and_evaluate(config, workdir) -> dict:
                                            reporting.sample_grid(image, hole, prediction.output))
                 if step % config.checkpoint_every == 0:
                     save()
+                if config.eval_every and step % config.eval_every == 0 and step < steps:
+                    flush()
+                    writer.write(step, evaluate(state, config, mesh, generator, local_batch))
             if stop.signal is not None:
                 bar.write(f"{stop.signal}: saving checkpoint {step} and stopping")
             save()
