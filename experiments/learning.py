@@ -192,6 +192,9 @@ def main(argv=None) -> int:
     if ablation:
         text += [f"## Ablation ({args.ablation_steps} steps per run, seeds {args.seeds}; mean ± half-range)", "",
                  *ablation_table(ablation), "", f"![ablation curves]({rel / 'ablation_curves.png'})", ""]
+    recipe = Path(__file__).with_name("recipe.md")  # the hand-run probes behind the config
+    if recipe.is_file():
+        text += ["", recipe.read_text()]
     Path(args.results).write_text("\n".join(text) + "\n")
     (figures / "results.json").write_text(json.dumps(
         {"main": {k: r["overall"] for k, r in reports.items()}, "summary": summary,
