@@ -4,7 +4,8 @@ Each ``configs/*.py`` is picked up automatically. Its ``data.source`` decides
 the data this test writes: nothing for ``sample``; a flat folder and a
 ``train/``+``test/`` folder for ``folder``; the authors' layout for ``paris``;
 a tiny ``places365_small`` in TFDS's on-disk ArrayRecord layout (written by the
-real TFDS builder, only its examples replaced) for ``tfds``. Then
+real TFDS builder, only its examples replaced) for ``tfds``; a folder of
+photos for ``regions``. Then
 ``train.py`` runs for 2 steps with a tiny model, and ``eval.py`` and
 ``inpaint.py`` run on the workdir it wrote, all through their ``main(argv)``.
 """
@@ -91,6 +92,8 @@ def _layouts(source):
                                        _folder(d / "paris_eval_gt", 2, 10)))]
     if source in ("tfds", "places"):
         return [("places365_small", _places)]
+    if source == "regions":  # held-out bands of every photo in the folder(s)
+        return [("photos", lambda d: _folder(d, 3))]
     raise AssertionError(f"no test data for data.source {source!r}: add a layout to _layouts()")
 
 
