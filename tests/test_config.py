@@ -27,7 +27,7 @@ def test_overrides_are_typed_like_their_defaults():
 
 @pytest.mark.parametrize("key, text, message", [
     ("steps", "2", "unknown config field 'steps' (did you mean num_steps?)"),
-    ("optim.learning_rate", "1", "unknown config field 'optim.learning_rate' (the fields of optim: b1, b2, lr)"),
+    ("optim.learning_rate", "1", "unknown config field 'optim.learning_rate' (the fields of optim: b1, b2, lr"),
     ("data.maks", "center", "did you mean data.mask"),
     ("batch_size", "abc", "config field 'batch_size' takes an integer, got 'abc'"),
     ("batch_size", "2.5", "takes an integer"),
