@@ -35,6 +35,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         ngf=64, num_downs=8, norm="instance", shift_layer=3, feature_hole="nearest",
         triple_weight=1.0, output_channels=3, conv_impl="auto", use_shift=True))
+    # The official generators (shiftnet_jax.variants; official default: unet_shift_triple,
+    # shift_sz 1, mask_thred 1, fuse 0, stride 1). patch_order: ours, soft variants only.
+    c.model.update(dict(variant="shift", shift_sz=1, mask_thred=1, fuse=False, stride=1,
+                        patch_order="spatial"))
     c.discriminator = ml_collections.ConfigDict(dict(
         ndf=64, n_layers=3, spectral_norm=True, norm="instance"))
 
@@ -202,13 +206,21 @@ def _get(config, key):
 
 def validate(config):
     """Check every value the training run will use; raise :class:`ConfigError` on the first bad one."""
-    from shiftnet_jax import feature_hole, losses, masks, sources
+    from shiftnet_jax import feature_hole, losses, masks, soft_shift, sources, variants
     from shiftnet_jax.conv import IMPLS
     from shiftnet_jax.model import NORMS
 
     _choice(config, "model.norm", NORMS)
     _choice(config, "model.feature_hole", feature_hole.METHODS)
     _choice(config, "model.conv_impl", IMPLS)
+    _choice(config, "model.variant", tuple(variants.VARIANTS))
+    _choice(config, "model.patch_order", soft_shift.PATCH_ORDERS)
+    try:
+        m = config.model
+        variants.check_options(m.variant, m.shift_sz, m.mask_thred, m.stride, m.patch_order,
+                               m.shift_layer)
+    except ValueError as e:
+        raise ConfigError(f"config field 'model': {_one_line(e)}") from None
     _choice(config, "discriminator.norm", NORMS)
     _choice(config, "loss.gan", losses.GANS)
     _choice(config, "compute_dtype", _DTYPES)
