@@ -51,6 +51,8 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.loss = ml_collections.ConfigDict(dict(
         l1=1.0, guidance=0.01, adversarial=0.002, gan="vanilla"))
+    # WGAN-GP's penalty weight (official --gp_lambda, default 10; used with gan="wgan_gp").
+    c.loss.gp_lambda = 10.0
     c.optim = ml_collections.ConfigDict(dict(lr=2e-4, b1=0.5, b2=0.999))
 
     c.batch_size = 1          # global, over all devices and hosts
@@ -231,7 +233,7 @@ def validate(config):
         _at_least(config, key, 1)
     for key in ("num_steps", "sample_every", "checkpoint_every", "eval_batches", "data.load_size",
                 "data.num_workers", "data.prefetch", "optim.lr", "loss.l1", "loss.guidance",
-                "loss.adversarial"):
+                "loss.adversarial", "loss.gp_lambda"):
         _at_least(config, key, 0)
     if not config.num_steps and not config.num_epochs > 0:
         raise ConfigError("set config field 'num_steps' (> 0) or 'num_epochs' (> 0)")

@@ -1,4 +1,5 @@
-"""Shift-Net's losses: L1, the guidance loss, and adversarial losses for a PatchGAN.
+"""Shift-Net's losses: L1, the guidance loss, and adversarial losses for a PatchGAN
+(vanilla, LSGAN, hinge, WGAN-GP, relativistic standard and average).
 
 ``L = l1 * L_1 + guidance * L_g + adversarial * L_adv`` with the paper's weights
 1, 0.01 and 0.002 (Sec. 3.3).
@@ -9,8 +10,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-GANS = ("vanilla", "lsgan", "hinge")
-
+GANS = ("vanilla", "lsgan", "hinge", "wgan_gp", "re_s_gan", "re_avg_gan")
+# Losses whose generator side also needs the discriminator's logits on real images.
+RELATIVISTIC = ("re_s_gan", "re_avg_gan")
 
 def l1(output, target):
     """Mean absolute error over the whole image. (B, H, W, C) -> scalar."""
@@ -38,24 +40,73 @@ def guidance(decoded, target, hole):
     return jnp.sum(squared) / jnp.maximum(count, 1.0)
 
 
+def _bce(logits, real: bool):
+    """Binary cross-entropy of logits against an all-real (1) or all-fake (0) target."""
+    return jnp.mean(jax.nn.softplus(-logits if real else logits))
+
+
 def discriminator_loss(real_logits, fake_logits, kind: str = "vanilla"):
-    """What the discriminator minimises: real -> 1, fake -> 0."""
+    """What the discriminator minimises (logits of any shape, e.g. PatchGAN maps).
+
+    vanilla / lsgan / hinge: real -> 1, fake -> 0, averaged over the two halves.
+    wgan_gp: ``mean(fake) - mean(real)`` (add ``gp_lambda *`` :func:`gradient_penalty`).
+    re_s_gan: ``BCE(real - fake, 1)``; re_avg_gan: ``(BCE(real - mean(fake), 1) +
+    BCE(fake - mean(real), 0)) / 2`` (relativistic GANs, Jolicoeur-Martineau 2018).
+    """
     if kind == "vanilla":
-        return 0.5 * (jnp.mean(jax.nn.softplus(-real_logits))
-                      + jnp.mean(jax.nn.softplus(fake_logits)))
+        return 0.5 * (_bce(real_logits, True) + _bce(fake_logits, False))
     if kind == "lsgan":
         return 0.5 * (jnp.mean(jnp.square(real_logits - 1)) + jnp.mean(jnp.square(fake_logits)))
     if kind == "hinge":
         return 0.5 * (jnp.mean(jax.nn.relu(1 - real_logits)) + jnp.mean(jax.nn.relu(1 + fake_logits)))
+    if kind == "wgan_gp":
+        return jnp.mean(fake_logits) - jnp.mean(real_logits)
+    if kind == "re_s_gan":
+        return _bce(real_logits - fake_logits, True)
+    if kind == "re_avg_gan":
+        return 0.5 * (_bce(real_logits - jnp.mean(fake_logits), True)
+                      + _bce(fake_logits - jnp.mean(real_logits), False))
     raise ValueError(f"gan must be one of {GANS}, got {kind!r}")
 
 
-def generator_adversarial_loss(fake_logits, kind: str = "vanilla"):
-    """What the generator minimises: make the discriminator call fakes real."""
+def generator_adversarial_loss(fake_logits, kind: str = "vanilla", real_logits=None):
+    """What the generator minimises: make the discriminator call fakes real.
+
+    ``real_logits`` (the discriminator's on the real images) are needed for the
+    relativistic losses (:data:`RELATIVISTIC`): re_s_gan ``BCE(fake - real, 1)``,
+    re_avg_gan ``(BCE(real - mean(fake), 0) + BCE(fake - mean(real), 1)) / 2``.
+    """
+    if kind in RELATIVISTIC and real_logits is None:
+        raise ValueError(f"the {kind} generator loss needs real_logits")
     if kind == "vanilla":
-        return jnp.mean(jax.nn.softplus(-fake_logits))
+        return _bce(fake_logits, True)
     if kind == "lsgan":
         return jnp.mean(jnp.square(fake_logits - 1))
-    if kind == "hinge":
+    if kind in ("hinge", "wgan_gp"):
         return -jnp.mean(fake_logits)
+    if kind == "re_s_gan":
+        return _bce(fake_logits - real_logits, True)
+    if kind == "re_avg_gan":
+        return 0.5 * (_bce(real_logits - jnp.mean(fake_logits), False)
+                      + _bce(fake_logits - jnp.mean(real_logits), True))
     raise ValueError(f"gan must be one of {GANS}, got {kind!r}")
+
+
+def gradient_penalty(critic, real, fake, alpha, constant: float = 1.0):
+    """WGAN-GP's penalty (Gulrajani et al. 2017), as the official ``cal_gradient_penalty``
+    ("mixed"): ``mean_b (|d critic / d x_b + 1e-16|_2 - constant)^2`` at
+    ``x_b = alpha_b real_b + (1 - alpha_b) fake_b``.
+
+    Args:
+      critic: images (B, H, W, C) -> logits (any shape); its sum is differentiated.
+      real, fake: (B, H, W, C); no gradient flows into ``fake`` (it is the generator's).
+      alpha: (B,) mixing weights in [0, 1], one per image.
+    Returns:
+      scalar (times ``gp_lambda`` in the discriminator's loss).
+    """
+    alpha = alpha.astype(real.dtype)[:, None, None, None]
+    mixed = alpha * real + (1 - alpha) * jax.lax.stop_gradient(fake)
+    grads = jax.grad(lambda x: jnp.sum(critic(x).astype(jnp.float32)))(mixed)
+    # The official code adds 1e-16 to every element before the norm (no NaN gradient at 0).
+    norms = jnp.sqrt(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1) + 1e-16), axis=1))
+    return jnp.mean(jnp.square(norms - constant))

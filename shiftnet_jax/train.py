@@ -108,7 +108,14 @@ def train_step(state: TrainState, batch, *, config):
         variables = {"params": params, **upd}
         fake_logits, upd = discriminator.apply(variables, jax.lax.stop_gradient(fake),
                                                train=True, mutable=["batch_stats"])
-        return losses.discriminator_loss(real_logits, fake_logits, gan), upd
+        loss = losses.discriminator_loss(real_logits, fake_logits, gan)
+        if gan == "wgan_gp":   # one mixing weight per image, new every step
+            alpha = jax.random.uniform(jax.random.fold_in(jax.random.key(config.seed), state.step),
+                                       (image.shape[0],))
+            critic = lambda x: discriminator.apply({"params": params, **upd}, x, train=True,
+                                                   mutable=["batch_stats"])[0]
+            loss = loss + weights.gp_lambda * losses.gradient_penalty(critic, image, fake, alpha)
+        return loss, upd
 
     (d_loss, d_upd), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d_vars["params"])
     d_updates, d_opt = tx.update(d_grads, state.d_opt, d_vars["params"])
@@ -118,9 +125,12 @@ def train_step(state: TrainState, batch, *, config):
     def g_loss_fn(output, decoded):
         fake = metrics.composite(output, image, hole)
         fake_logits, _ = discriminator.apply(d_vars, fake, train=True, mutable=["batch_stats"])
+        # Relativistic losses compare with the (updated) discriminator's real logits.
+        real_logits = (discriminator.apply(d_vars, image, train=True, mutable=["batch_stats"])[0]
+                       if gan in losses.RELATIVISTIC else None)
         parts = {"l1": losses.l1(output, image),
                  "guidance": losses.guidance(decoded, target, feature_hole),
-                 "g_adversarial": losses.generator_adversarial_loss(fake_logits, gan)}
+                 "g_adversarial": losses.generator_adversarial_loss(fake_logits, gan, real_logits)}
         total = (weights.l1 * parts["l1"] + weights.guidance * parts["guidance"]
                  + weights.adversarial * parts["g_adversarial"])
         return total, parts

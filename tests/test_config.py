@@ -42,7 +42,7 @@ def test_bad_overrides_name_the_field_and_what_it_accepts(key, text, message):
 
 
 @pytest.mark.parametrize("key, text, message", [
-    ("loss.gan", "wgan", "'loss.gan' must be one of vanilla, lsgan, hinge; got 'wgan'"),
+    ("loss.gan", "wgan", "'loss.gan' must be one of vanilla, lsgan, hinge, wgan_gp, re_s_gan, re_avg_gan; got 'wgan'"),
     ("compute_dtype", "float16", "must be one of float32, bfloat16"),
     ("model.norm", "group", "must be one of instance, batch"),
     ("data.source", "web", "must be one of sample, folder, paris, tfds, places"),

@@ -117,18 +117,18 @@ def test_model_refuses_options_no_variant_runs():
 
 
 # ---------------------------------------------------------------- the soft shift itself
-features = st.integers(1, 3).flatmap(lambda c: st.tuples(
-    st.just(c), st.integers(3, 5), st.integers(3, 5), st.integers(0, 2 ** 31 - 1)))
+# Shapes from a short list: each new shape costs compilations.
+features = st.tuples(st.sampled_from([(1, 3, 4), (3, 4, 4)]), st.integers(0, 2 ** 31 - 1))
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(features, st.sampled_from([1, 3]), st.booleans())
 def test_spatial_soft_shift_mixes_only_known_neighbourhoods(shape, k, fuse):
     """Spatial order: every output is a convex mix of known k x k neighbourhoods (its
     softmax weights sum to 1 over known candidates); with no known candidate, zeros.
     (mask_thred 0: a candidate holds no hole position. The official default 1 lets a
     patch hold one, so with k = 1 every position is a candidate.)"""
-    c, h, w, seed = shape
+    (c, h, w), seed = shape
     rng = np.random.default_rng(seed)
     encoded = rng.normal(size=(1, h, w, c)).astype(np.float32)
     decoded = rng.normal(size=(1, h, w, c)).astype(np.float32)

@@ -1,0 +1,110 @@
+"""Parity fixture for the adversarial losses, from the official code's own functions.
+
+    /work/venv-torch/bin/python tools/make_loss_fixtures.py \\
+        --ref /work/ref/Shift-Net_pytorch --out tests/fixtures
+
+writes ``gan_losses.npz`` (keys in ``tests/fixtures/README.md``). Nothing of the
+reference is copied: ``networks.GANLoss``, ``networks.NLayerDiscriminator`` and
+``util.cal_gradient_penalty`` are imported from ``--ref`` at run time; no patch is
+needed (they run on CPU as they are).
+
+* Losses on fixed logits (two 2x1x6x6 PatchGAN maps, real and fake): for every
+  ``--gan_type`` the discriminator and generator losses combined exactly as the
+  official training code combines ``GANLoss`` (``backward_D`` / ``backward_G`` of
+  ``shiftnet_model.py``; ``re_avg_gan``'s discriminator side from
+  ``face_shiftnet_model.py``, the only one that defines it), without ``gan_weight``,
+  and their gradients with respect to both logit maps. ``vanilla`` gets
+  sigmoid(logits): the official discriminator ends with a sigmoid for it.
+* The gradient penalty: ``cal_gradient_penalty`` (type "mixed", constant 1,
+  lambda_gp 1) on the official ``NLayerDiscriminator`` (ndf 2, 3 layers, instance
+  norm, no spectral norm, weights as the generator fixtures: N(0, 0.02) then
+  perturbed and bf16-rounded) at 2x3x32x32 real and fake images; the ``alpha``
+  it drew (``torch.rand`` under a fixed seed, drawn again here to record it), the
+  penalty and its gradient with respect to every discriminator parameter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
+from reference_torch import load_reference  # noqa: E402
+
+GANS = ("vanilla", "lsgan", "wgan_gp", "re_s_gan", "re_avg_gan")
+
+
+def official_losses(GANLoss, kind, real, fake):
+    """(d_loss, g_loss) as the official backward_D / backward_G combine GANLoss."""
+    crit = GANLoss(gan_type=kind)
+    if kind == "vanilla":   # the official D ends with a sigmoid for the BCE loss
+        real, fake = torch.sigmoid(real), torch.sigmoid(fake)
+    if kind == "wgan_gp":
+        return torch.mean(fake) - torch.mean(real), -torch.mean(fake)
+    if kind in ("vanilla", "lsgan"):
+        return (crit(fake, False) + crit(real, True)) * 0.5, crit(fake, True)
+    if kind == "re_s_gan":
+        return crit(real - fake, True), crit(fake - real, True)
+    d = (crit(real - torch.mean(fake), True) + crit(fake - torch.mean(real), False)) / 2.
+    g = (crit(real - torch.mean(fake), False) + crit(fake - torch.mean(real), True)) / 2.
+    return d, g
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--ref", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    networks, _, _, commit = load_reference(args.ref)
+    import util.util as rutil
+
+    torch.manual_seed(args.seed)
+    arrays = {"meta_commit": np.str_(commit or "unknown"), "meta_torch": np.str_(torch.__version__)}
+    real = torch.randn(2, 1, 6, 6)
+    fake = torch.randn(2, 1, 6, 6)
+    arrays.update(real_logits=real.numpy(), fake_logits=fake.numpy())
+    for kind in GANS:
+        r, f = real.clone().requires_grad_(True), fake.clone().requires_grad_(True)
+        d, g = official_losses(networks.GANLoss, kind, r, f)
+        # (A loss that does not use a map has zero gradient for it.)
+        dr, df = torch.autograd.grad(d, (r, f), retain_graph=True, materialize_grads=True)
+        gr, gf = torch.autograd.grad(g, (r, f), materialize_grads=True)
+        arrays.update({f"{kind}/d_loss": d.detach().numpy(), f"{kind}/g_loss": g.detach().numpy(),
+                       f"{kind}/d_grad_real": dr.numpy(), f"{kind}/d_grad_fake": df.numpy(),
+                       f"{kind}/g_grad_real": gr.numpy(), f"{kind}/g_grad_fake": gf.numpy()})
+
+    net = networks.NLayerDiscriminator(3, 2, n_layers=3, norm_layer=networks.get_norm_layer("instance"),
+                                       use_sigmoid=False, use_spectral_norm=False)
+    networks.init_weights(net, "normal", 0.02)
+    with torch.no_grad():
+        for name, q in net.named_parameters():
+            if q.dim() == 1:
+                q.add_(torch.randn_like(q) * (0.1 if name.endswith("weight") else 0.05))
+            q.copy_(q.to(torch.bfloat16).float())
+    real_images = torch.rand(2, 3, 32, 32) * 2 - 1
+    fake_images = torch.rand(2, 3, 32, 32) * 2 - 1
+    state = torch.get_rng_state()
+    alpha = torch.rand(2, 1)       # what cal_gradient_penalty draws next
+    torch.set_rng_state(state)
+    gp, _ = rutil.cal_gradient_penalty(net, real_images, fake_images, "cpu", type="mixed",
+                                       constant=1.0, lambda_gp=1.0)
+    grads = torch.autograd.grad(gp, list(net.parameters()), materialize_grads=True)
+    arrays.update(gp_real=real_images.numpy(), gp_fake=fake_images.numpy(),
+                  gp_alpha=alpha[:, 0].numpy(), gp_value=gp.detach().numpy())
+    for (name, value), grad in zip(net.named_parameters(), grads):
+        arrays[f"gp_state/{name}"] = value.detach().numpy()
+        arrays[f"gp_grad/{name}"] = grad.numpy()
+    path = os.path.join(args.out, "gan_losses.npz")
+    np.savez_compressed(path, **arrays)
+    print(f"wrote {path} ({os.path.getsize(path)} bytes); commit {commit}, torch {torch.__version__}")
+
+
+if __name__ == "__main__":
+    main()
