@@ -39,6 +39,7 @@ def default_config() -> ml_collections.ConfigDict:
     # shift_sz 1, mask_thred 1, fuse 0, stride 1). patch_order: ours, soft variants only.
     c.model.update(dict(variant="shift", shift_sz=1, mask_thred=1, fuse=False, stride=1,
                         patch_order="spatial"))
+    c.model.add_mask2input = True   # official --add_mask2input 1: the known-pixel channel
     c.discriminator = ml_collections.ConfigDict(dict(
         ndf=64, n_layers=3, spectral_norm=True, norm="instance"))
 
@@ -53,6 +54,10 @@ def default_config() -> ml_collections.ConfigDict:
         l1=1.0, guidance=0.01, adversarial=0.002, gan="vanilla"))
     # WGAN-GP's penalty weight (official --gp_lambda, default 10; used with gan="wgan_gp").
     c.loss.gp_lambda = 10.0
+    # The official code's extra terms, weights relative to loss.l1 = 1 (its lambda_A = 100):
+    # hole_l1 = mask_weight_G / 100 (official 400 -> 4; the paper: none), discounting
+    # (official 1), tv = tv_weight / 100 (official 0), guidance_kind = constrain (MSE).
+    c.loss.update(dict(hole_l1=0.0, discounting=True, tv=0.0, guidance_kind="mse"))
     c.optim = ml_collections.ConfigDict(dict(lr=2e-4, b1=0.5, b2=0.999))
 
     c.batch_size = 1          # global, over all devices and hosts
@@ -225,6 +230,7 @@ def validate(config):
         raise ConfigError(f"config field 'model': {_one_line(e)}") from None
     _choice(config, "discriminator.norm", NORMS)
     _choice(config, "loss.gan", losses.GANS)
+    _choice(config, "loss.guidance_kind", losses.GUIDANCE_KINDS)
     _choice(config, "compute_dtype", _DTYPES)
     _choice(config, "data.source", sources.SOURCES)
     for key in ("model.ngf", "model.num_downs", "model.output_channels", "discriminator.ndf",
@@ -233,7 +239,7 @@ def validate(config):
         _at_least(config, key, 1)
     for key in ("num_steps", "sample_every", "checkpoint_every", "eval_batches", "data.load_size",
                 "data.num_workers", "data.prefetch", "optim.lr", "loss.l1", "loss.guidance",
-                "loss.adversarial", "loss.gp_lambda"):
+                "loss.adversarial", "loss.gp_lambda", "loss.hole_l1", "loss.tv"):
         _at_least(config, key, 0)
     if not config.num_steps and not config.num_epochs > 0:
         raise ConfigError("set config field 'num_steps' (> 0) or 'num_epochs' (> 0)")

@@ -182,6 +182,8 @@ def from_torch_state_dict(state: Mapping[str, np.ndarray], norm: str | None = No
                   output_channels=int(outer_up.shape[1]))
     if variant != "shift":
         kwargs["variant"] = variant
+    if first.shape[1] == 3:   # trained with --add_mask2input 0: RGB input only
+        kwargs["add_mask2input"] = False
 
     params, stats, used = {}, {}, set()
 

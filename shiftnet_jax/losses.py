@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 GANS = ("vanilla", "lsgan", "hinge", "wgan_gp", "re_s_gan", "re_avg_gan")
+GUIDANCE_KINDS = ("mse", "l1")   # the official --constrain
 # Losses whose generator side also needs the discriminator's logits on real images.
 RELATIVISTIC = ("re_s_gan", "re_avg_gan")
 
@@ -19,7 +20,54 @@ def l1(output, target):
     return jnp.mean(jnp.abs(output.astype(jnp.float32) - target.astype(jnp.float32)))
 
 
-def guidance(decoded, target, hole):
+def discounted_hole_l1(output, target, hole, *, gamma: float = 0.9, discounting: bool = True):
+    """The official hole reconstruction loss (``Discounted_L1``, weight ``mask_weight_G``).
+
+    The official code crops each centre or rectangular hole and takes the L1 of
+    ``template * output`` against ``template * target`` over the crop, with DeepFill's
+    template ``max(gamma**min(i, h - i), gamma**min(j, w - j))`` at row i, column j
+    of an h x w hole (1 on its top and left border, gamma on the others). Here the
+    template is laid over each image's hole bounding box and only hole pixels count,
+    which is the same for rectangular holes and defined for any hole.
+
+    Args:
+      output, target: (B, H, W, C). hole: (B, H, W, 1) or (B, H, W), 1 = missing.
+      discounting: False gives a plain L1 over the hole (the official ``--discounting 0``).
+    Returns:
+      scalar: mean over images with a hole of the mean over their hole pixels and channels.
+    """
+    hole = jnp.asarray(hole).reshape(output.shape[:3]) > 0.5
+    if discounting:
+        rows, cols = jnp.any(hole, axis=2), jnp.any(hole, axis=1)          # (B, H), (B, W)
+        top = jnp.argmax(rows, axis=1)[:, None, None]
+        left = jnp.argmax(cols, axis=1)[:, None, None]
+        height = (rows.shape[1] - jnp.argmax(rows[:, ::-1], axis=1))[:, None, None] - top
+        width = (cols.shape[1] - jnp.argmax(cols[:, ::-1], axis=1))[:, None, None] - left
+        i = jnp.arange(hole.shape[1])[None, :, None] - top
+        j = jnp.arange(hole.shape[2])[None, None, :] - left
+        weight = jnp.maximum(gamma ** jnp.minimum(i, height - i).astype(jnp.float32),
+                             gamma ** jnp.minimum(j, width - j).astype(jnp.float32))
+    else:
+        weight = jnp.ones(hole.shape, jnp.float32)
+    weight = jnp.where(hole, weight, 0.0)[..., None]
+    diff = jnp.abs(output.astype(jnp.float32) - target.astype(jnp.float32)) * weight
+    count = jnp.sum(hole, axis=(1, 2)) * output.shape[-1]
+    per_image = jnp.sum(diff, axis=(1, 2, 3)) / jnp.maximum(count, 1)
+    has_hole = count > 0
+    return jnp.sum(jnp.where(has_hole, per_image, 0.0)) / jnp.maximum(jnp.sum(has_hole), 1)
+
+
+def total_variation(x):
+    """The official ``TVLoss`` (weight 1): ``2 (sum dy^2 / count_y + sum dx^2 / count_x) / B``
+    with ``count`` the number of differences per image. x: (B, H, W, C) -> scalar. (The
+    official code applies it to ``output * hole``.)"""
+    x = x.astype(jnp.float32)
+    dy, dx = x[:, 1:] - x[:, :-1], x[:, :, 1:] - x[:, :, :-1]
+    count_y, count_x = dy[0].size, dx[0].size
+    return 2 * (jnp.sum(dy * dy) / count_y + jnp.sum(dx * dx) / count_x) / x.shape[0]
+
+
+def guidance(decoded, target, hole, kind: str = "mse"):
     """The paper's guidance loss: squared error inside the hole only (Eq. 2).
 
     ``sum_{y in hole} |decoded_y - target_y|^2``, averaged over hole positions and
@@ -35,9 +83,13 @@ def guidance(decoded, target, hole):
     """
     target = jax.lax.stop_gradient(target.astype(jnp.float32))
     weight = hole.astype(jnp.float32)[..., None]
-    squared = jnp.square(decoded.astype(jnp.float32) - target) * weight
+    diff = decoded.astype(jnp.float32) - target
+    # kind: the official --constrain, "mse" (default) or "l1".
+    if kind not in GUIDANCE_KINDS:
+        raise ValueError(f"guidance kind must be one of {GUIDANCE_KINDS}, got {kind!r}")
+    error = (jnp.square(diff) if kind == "mse" else jnp.abs(diff)) * weight
     count = jnp.sum(weight) * decoded.shape[-1]
-    return jnp.sum(squared) / jnp.maximum(count, 1.0)
+    return jnp.sum(error) / jnp.maximum(count, 1.0)
 
 
 def _bce(logits, real: bool):

@@ -136,6 +136,7 @@ class ShiftNetGenerator(nn.Module):
         fusion, stride; see :mod:`shiftnet_jax.soft_shift`).
       patch_order: soft shift patches as the official code orders them
         ("reference", for its checkpoints) or as the method describes ("spatial").
+      add_mask2input: append the known-pixel channel to the input (official default).
     """
 
     ngf: int = 64
@@ -155,6 +156,7 @@ class ShiftNetGenerator(nn.Module):
     fuse: bool = False
     stride: int = 1
     patch_order: str = "spatial"
+    add_mask2input: bool = True
 
     def setup(self):
         if self.norm not in NORMS:
@@ -189,7 +191,8 @@ class ShiftNetGenerator(nn.Module):
         return [self.ngf * min(2 ** i, 8) for i in range(self.num_downs)]
 
     def _input(self, image, hole, zero_fill: bool):
-        """[RGB with the hole zero-filled (or not), 1 on known pixels]: (B, H, W, 4)."""
+        """[RGB with the hole zero-filled (or not), 1 on known pixels]: (B, H, W, 4) (3 without
+        ``add_mask2input``)."""
         if image.ndim != 4 or image.shape[-1] != 3:
             raise ValueError(f"image must be (B, H, W, 3), got shape {image.shape}")
         if hole.ndim == 3:
@@ -204,6 +207,8 @@ class ShiftNetGenerator(nn.Module):
         known = 1.0 - hole.astype(self.dtype)
         image = image.astype(self.dtype)
         rgb = image * known if zero_fill else image
+        if not self.add_mask2input:   # the official --add_mask2input 0: RGB only
+            return rgb, hole
         return jnp.concatenate([rgb, known], axis=-1), hole
 
     def encode(self, image, hole, *, levels: int | None = None, zero_fill: bool = True,

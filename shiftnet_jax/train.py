@@ -129,10 +129,18 @@ def train_step(state: TrainState, batch, *, config):
         real_logits = (discriminator.apply(d_vars, image, train=True, mutable=["batch_stats"])[0]
                        if gan in losses.RELATIVISTIC else None)
         parts = {"l1": losses.l1(output, image),
-                 "guidance": losses.guidance(decoded, target, feature_hole),
+                 "guidance": losses.guidance(decoded, target, feature_hole, weights.guidance_kind),
                  "g_adversarial": losses.generator_adversarial_loss(fake_logits, gan, real_logits)}
         total = (weights.l1 * parts["l1"] + weights.guidance * parts["guidance"]
                  + weights.adversarial * parts["g_adversarial"])
+        # The official code's optional terms, computed (and logged) only when weighted.
+        if weights.hole_l1:
+            parts["hole_l1"] = losses.discounted_hole_l1(output, image, hole,
+                                                         discounting=weights.discounting)
+            total = total + weights.hole_l1 * parts["hole_l1"]
+        if weights.tv:
+            parts["tv"] = losses.total_variation(output * hole)
+            total = total + weights.tv * parts["tv"]
         return total, parts
 
     (g_loss, parts), cotangents = jax.value_and_grad(g_loss_fn, argnums=(0, 1),

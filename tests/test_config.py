@@ -33,7 +33,7 @@ def test_overrides_are_typed_like_their_defaults():
     ("batch_size", "2.5", "takes an integer"),
     ("distributed", "maybe", "takes true or false"),
     ("optim.lr", "fast", "takes a number"),
-    ("model", "3", "is a group; set one of its fields: model.conv_impl"),
+    ("model", "3", "is a group; set one of its fields: model.add_mask2input"),
 ])
 def test_bad_overrides_name_the_field_and_what_it_accepts(key, text, message):
     with pytest.raises(C.ConfigError) as e:

@@ -100,7 +100,7 @@ def test_relativistic_generator_loss_needs_real_logits():
         losses.generator_adversarial_loss(FAKE, "re_s_gan")
 
 
-def test_train_step_runs_with_the_gradient_penalty():
+def test_train_step_runs_with_the_gradient_penalty_and_the_official_extra_terms():
     """(One loss only: a train step takes ~15 s to compile on 2 cores. The relativistic
     losses' only train-step change is the extra real-logits forward.)"""
     from shiftnet_jax import config as config_lib
@@ -110,6 +110,7 @@ def test_train_step_runs_with_the_gradient_penalty():
     config.model.update(dict(ngf=2, num_downs=5))
     config.discriminator.update(dict(ndf=2))
     config.loss.gan = "wgan_gp"
+    config.loss.update(dict(hole_l1=4.0, tv=0.01, guidance_kind="l1"))   # and the other terms
     state = create_state(config, 32)
     rng = np.random.default_rng(0)
     batch = {"image": rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32),
@@ -118,3 +119,32 @@ def test_train_step_runs_with_the_gradient_penalty():
     new_state, scalars = jax.jit(lambda s, b: train_step(s, b, config=config))(state, batch)
     assert all(np.isfinite(float(v)) for v in scalars.values())
     assert int(new_state.step) == 1
+    assert float(scalars["hole_l1"]) > 0 and float(scalars["tv"]) > 0
+
+
+def test_discounted_hole_l1_and_tv_match_the_official_code():
+    out, target = nhwc(FIXTURE["aux_output"]), nhwc(FIXTURE["aux_target"])
+    hole = np.broadcast_to(nhwc(FIXTURE["aux_hole"]), out.shape[:3] + (1,)).astype(np.float32)
+    value, grad = jax.value_and_grad(lambda o: losses.discounted_hole_l1(o, target, hole))(out)
+    assert rel(value, FIXTURE["discounted_l1"]) < 1e-6
+    assert rel(grad, nhwc(FIXTURE["discounted_l1_grad"])) < 1e-6
+    value, grad = jax.value_and_grad(lambda o: losses.total_variation(o * hole))(out)
+    assert rel(value, FIXTURE["tv"]) < 1e-6
+    assert rel(grad, nhwc(FIXTURE["tv_grad"])) < 1e-5
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2 ** 31 - 1))
+def test_discounted_hole_l1_sees_only_the_hole_and_discounts_its_centre(seed):
+    rng = np.random.default_rng(seed)
+    out, target = rng.uniform(-1, 1, (2, 16, 16, 3)), rng.uniform(-1, 1, (2, 16, 16, 3))
+    hole = np.zeros((2, 16, 16, 1), np.float32)
+    top, left = rng.integers(0, 8, 2)
+    hole[0, top:top + 6, left:left + 5] = 1          # image 1: no hole, not counted
+    changed = np.where(hole > 0, out, rng.uniform(-1, 1, out.shape))
+    loss = losses.discounted_hole_l1(out, target, hole)
+    np.testing.assert_allclose(losses.discounted_hole_l1(changed, target, hole), loss, rtol=1e-6)
+    plain = losses.discounted_hole_l1(out, target, hole, discounting=False)
+    np.testing.assert_allclose(plain, np.abs(out - target)[0][hole[0, ..., 0] > 0].mean(),
+                               rtol=1e-5)
+    assert loss <= plain + 1e-7                       # weights are at most 1

@@ -1,6 +1,6 @@
 """Parity of the generator variants with the official code (tests/fixtures/variant_*.npz,
 made by tools/make_variant_fixtures.py: res, res with BatchNorm, patch soft, res patch
-soft, face), and the documented differences where the official code is wrong."""
+soft, face, the plain one with --add_mask2input 0), and the documented differences where the official code is wrong."""
 
 import functools
 
@@ -16,7 +16,7 @@ from shiftnet_jax.soft_shift import soft_shift
 
 from conftest import IN_REPO_FIXTURES, nhwc
 
-CASES = ("res", "res_batch", "patch_soft", "res_patch_soft", "face")
+CASES = ("res", "res_batch", "patch_soft", "res_patch_soft", "face", "rgb_input")
 
 
 def rel(a, b):
@@ -80,6 +80,8 @@ def output_errors(case, output):
 def test_forward_matches_the_official_code(name):
     case = load_variant(name)
     _, (output, features) = run(name)
+    # Trained with --add_mask2input 0, the first conv reads RGB only: the converter sees it.
+    assert case["kwargs"].get("add_mask2input", True) == (name != "rgb_input")
     for what, error in output_errors(case, output).items():
         assert error < 1e-4, (what, error)
     np.testing.assert_array_equal(np.asarray(features.hole), case["feature_mask"])

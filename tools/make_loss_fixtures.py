@@ -21,11 +21,16 @@ needed (they run on CPU as they are).
   perturbed and bf16-rounded) at 2x3x32x32 real and fake images; the ``alpha``
   it drew (``torch.rand`` under a fixed seed, drawn again here to record it), the
   penalty and its gradient with respect to every discriminator parameter.
+* ``Discounted_L1`` (discounting 1) on the centre-hole crop of a 2x3x32x32 output
+  (fineSize 32, overlap 2) and ``TVLoss(1)`` of ``output * hole``, as ``backward_G``
+  calls them, with their gradients with respect to the output.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 
@@ -101,6 +106,21 @@ def main():
     for (name, value), grad in zip(net.named_parameters(), grads):
         arrays[f"gp_state/{name}"] = value.detach().numpy()
         arrays[f"gp_grad/{name}"] = grad.numpy()
+    # Discounted hole L1 and TV as backward_G uses them, on a 32x32 image with the
+    # official centre hole (fineSize 32, overlap 2: rows and columns 10..21).
+    from models.modules.losses import Discounted_L1, TVLoss
+    opt = argparse.Namespace(fineSize=32, overlap=2, discounting=1)
+    out = torch.rand(2, 3, 32, 32, requires_grad=True)
+    target = torch.rand(2, 3, 32, 32)
+    hole = torch.zeros(1, 1, 32, 32, dtype=torch.bool)
+    hole[..., 10:22, 10:22] = True
+    with contextlib.redirect_stdout(io.StringIO()):
+        discounted = Discounted_L1(opt)(out[..., 10:22, 10:22], target[..., 10:22, 10:22])
+    tv = TVLoss(1.0)(out * hole.float())
+    arrays.update(aux_output=out.detach().numpy(), aux_target=target.numpy(),
+                  aux_hole=hole.numpy(), discounted_l1=discounted.detach().numpy(),
+                  discounted_l1_grad=torch.autograd.grad(discounted, out)[0].numpy(),
+                  tv=tv.detach().numpy(), tv_grad=torch.autograd.grad(tv, out)[0].numpy())
     path = os.path.join(args.out, "gan_losses.npz")
     np.savez_compressed(path, **arrays)
     print(f"wrote {path} ({os.path.getsize(path)} bytes); commit {commit}, torch {torch.__version__}")

@@ -21,6 +21,7 @@ res_batch           ``ResUnetGeneratorShiftTriple``              BatchNorm (rand
 patch_soft          ``PatchSoftUnetGeneratorShiftTriple``        shift_sz 3, fuse 1, mask_thred 1
 res_patch_soft      ``ResPatchSoftUnetGeneratorShiftTriple``     shift_sz 3, fuse 0, mask_thred 2, BatchNorm
 face                ``FaceUnetGenerator`` (8 levels: 256x256)    batch 1, run as FaceShiftNetModel.forward
+rgb_input           ``UnetGeneratorShiftTriple``                 add_mask2input 0 (RGB input), batch 1
 ==================  ==========================================  =====================================
 
 Patches to the reference, all made at run time in this process (no file of the
@@ -87,6 +88,8 @@ CASES = {
                            norm="batch", shift_sz=3, fuse=0, mask_thred=2),
     "face": dict(cls="FaceUnetGenerator", variant="face", norm="instance", size=256, batch=1,
                  ngf=2, overlap=32),
+    "rgb_input": dict(cls="UnetGeneratorShiftTriple", variant="shift", norm="instance", batch=1,
+                      add_mask2input=0),
 }
 
 
@@ -117,6 +120,7 @@ def make_opt(TrainOptions, spec, args):
     opt.norm, opt.overlap = spec["norm"], spec.get("overlap", 4)
     opt.shift_sz, opt.fuse, opt.mask_thred = spec.get("shift_sz", 1), spec.get("fuse", 0), \
         spec.get("mask_thred", 1)
+    opt.add_mask2input = spec.get("add_mask2input", 1)
     return opt
 
 
@@ -126,12 +130,13 @@ def build(networks, spec, opt, mask):
     norm_layer = networks.get_norm_layer(opt.norm)
     with contextlib.redirect_stdout(io.StringIO()):
         cls = getattr(networks, spec["cls"])
+        input_nc = opt.input_nc + opt.add_mask2input
         if spec["variant"] == "face":
-            net = cls(opt.input_nc + 1, opt.output_nc, cos_list, shift_list, mask, opt, opt.ngf,
+            net = cls(input_nc, opt.output_nc, cos_list, shift_list, mask, opt, opt.ngf,
                       norm_layer=norm_layer)
         else:
             num_downs = int(np.log2(opt.fineSize))
-            net = cls(opt.input_nc + 1, opt.output_nc, num_downs, opt, cos_list, shift_list, mask,
+            net = cls(input_nc, opt.output_nc, num_downs, opt, cos_list, shift_list, mask,
                       opt.ngf, norm_layer=norm_layer)
         net = networks.init_net(net, "normal", opt.init_gain, [])
     with torch.no_grad():
@@ -207,7 +212,7 @@ def run_case(name, spec, networks, rutil, TrainOptions, args, seed):
     gt_u8 = gt_u8.repeat(block, axis=2).repeat(block, axis=3)
     gt = torch.from_numpy((gt_u8 / 127.5 - 1).astype(np.float32))
     real_a = gt.clone().masked_fill(mask, 0.0)
-    x = torch.cat([real_a, (~mask).type_as(real_a)], dim=1)
+    x = torch.cat([real_a, (~mask).type_as(real_a)], dim=1) if opt.add_mask2input else real_a
     signs = rng.choice(np.float32([-1, 1]), (batch, 3, size // block, size // block))
     weights = torch.from_numpy(signs.repeat(block, axis=2).repeat(block, axis=3))
 
