@@ -58,6 +58,9 @@ def default_config() -> ml_collections.ConfigDict:
     # hole_l1 = mask_weight_G / 100 (official 400 -> 4; the paper: none), discounting
     # (official 1), tv = tv_weight / 100 (official 0), guidance_kind = constrain (MSE).
     c.loss.update(dict(hole_l1=0.0, discounting=True, tv=0.0, guidance_kind="mse"))
+    # VGG16 style and content (official style_weight 10 -> 0.1, content_weight 1 -> 0.01;
+    # the paper: none); vgg16: path of a torchvision vgg16 state dict (no download).
+    c.loss.update(dict(style=0.0, content=0.0, vgg16=""))
     c.optim = ml_collections.ConfigDict(dict(lr=2e-4, b1=0.5, b2=0.999))
 
     c.batch_size = 1          # global, over all devices and hosts
@@ -239,8 +242,13 @@ def validate(config):
         _at_least(config, key, 1)
     for key in ("num_steps", "sample_every", "checkpoint_every", "eval_batches", "data.load_size",
                 "data.num_workers", "data.prefetch", "optim.lr", "loss.l1", "loss.guidance",
-                "loss.adversarial", "loss.gp_lambda", "loss.hole_l1", "loss.tv"):
+                "loss.adversarial", "loss.gp_lambda", "loss.hole_l1", "loss.tv", "loss.style",
+                "loss.content"):
         _at_least(config, key, 0)
+    if (config.loss.style or config.loss.content) and not os.path.isfile(
+            os.path.expanduser(config.loss.vgg16)):
+        raise ConfigError("config fields 'loss.style' / 'loss.content' need 'loss.vgg16': the path "
+                          f"of a torchvision vgg16 state dict (got {config.loss.vgg16!r})")
     if not config.num_steps and not config.num_epochs > 0:
         raise ConfigError("set config field 'num_steps' (> 0) or 'num_epochs' (> 0)")
     for key in ("optim.b1", "optim.b2"):

@@ -17,6 +17,7 @@ One step (as the reference orders it, but with one generator forward):
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import flax.struct
@@ -27,7 +28,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from shiftnet_jax import losses, metrics
+from shiftnet_jax import losses, metrics, vgg
 from shiftnet_jax.model import Discriminator, ShiftNetGenerator
 
 
@@ -66,6 +67,12 @@ def create_state(config, image_size: int) -> TrainState:
     tx = make_optimizer(config)
     return TrainState(step=jnp.zeros((), jnp.int32), generator=g_vars, discriminator=d_vars,
                       g_opt=tx.init(g_vars["params"]), d_opt=tx.init(d_vars["params"]))
+
+
+@functools.lru_cache(maxsize=2)
+def _vgg16(path):
+    """The VGG16 weights of the style/content losses, read once per file."""
+    return vgg.load_vgg16(path)
 
 
 def _apply_generator(generator, g_vars, params, image, hole):
@@ -141,6 +148,10 @@ def train_step(state: TrainState, batch, *, config):
         if weights.tv:
             parts["tv"] = losses.total_variation(output * hole)
             total = total + weights.tv * parts["tv"]
+        if weights.style or weights.content:   # on the raw output, as the official code
+            parts["style"], parts["content"] = vgg.style_and_content(
+                _vgg16(os.path.expanduser(weights.vgg16)), output, image)
+            total = total + weights.style * parts["style"] + weights.content * parts["content"]
         return total, parts
 
     (g_loss, parts), cotangents = jax.value_and_grad(g_loss_fn, argnums=(0, 1),

@@ -100,7 +100,7 @@ def test_relativistic_generator_loss_needs_real_logits():
         losses.generator_adversarial_loss(FAKE, "re_s_gan")
 
 
-def test_train_step_runs_with_the_gradient_penalty_and_the_official_extra_terms():
+def test_train_step_runs_with_the_gradient_penalty_and_the_official_extra_terms(tmp_path):
     """(One loss only: a train step takes ~15 s to compile on 2 cores. The relativistic
     losses' only train-step change is the extra real-logits forward.)"""
     from shiftnet_jax import config as config_lib
@@ -111,6 +111,13 @@ def test_train_step_runs_with_the_gradient_penalty_and_the_official_extra_terms(
     config.discriminator.update(dict(ndf=2))
     config.loss.gan = "wgan_gp"
     config.loss.update(dict(hole_l1=4.0, tv=0.01, guidance_kind="l1"))   # and the other terms
+    import hostile_checkpoints as hostile
+
+    vgg_state = {k[len("vgg_state/"):]: FIXTURE[k] for k in FIXTURE.files
+                 if k.startswith("vgg_state/")}
+    hostile.write_state_dict(tmp_path / "vgg16.pth", vgg_state)
+    config.loss.update(dict(style=0.1, content=0.01, vgg16=str(tmp_path / "vgg16.pth")))
+    config_lib.validate(config)
     state = create_state(config, 32)
     rng = np.random.default_rng(0)
     batch = {"image": rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32),
@@ -119,7 +126,8 @@ def test_train_step_runs_with_the_gradient_penalty_and_the_official_extra_terms(
     new_state, scalars = jax.jit(lambda s, b: train_step(s, b, config=config))(state, batch)
     assert all(np.isfinite(float(v)) for v in scalars.values())
     assert int(new_state.step) == 1
-    assert float(scalars["hole_l1"]) > 0 and float(scalars["tv"]) > 0
+    for term in ("hole_l1", "tv", "style", "content"):
+        assert float(scalars[term]) > 0, term
 
 
 def test_discounted_hole_l1_and_tv_match_the_official_code():
@@ -148,3 +156,30 @@ def test_discounted_hole_l1_sees_only_the_hole_and_discounts_its_centre(seed):
     np.testing.assert_allclose(plain, np.abs(out - target)[0][hole[0, ..., 0] > 0].mean(),
                                rtol=1e-5)
     assert loss <= plain + 1e-7                       # weights are at most 1
+
+
+def test_vgg_style_and_content_match_the_official_code(tmp_path):
+    import hostile_checkpoints as hostile
+    from shiftnet_jax import vgg
+
+    state = {k[len("vgg_state/"):]: FIXTURE[k] for k in FIXTURE.files if k.startswith("vgg_state/")}
+    hostile.write_state_dict(tmp_path / "vgg16.pth", state)   # as a user would supply it
+    params = vgg.load_vgg16(tmp_path / "vgg16.pth")
+    fake, real = nhwc(FIXTURE["vgg_fake"]), nhwc(FIXTURE["vgg_real"])
+    (style, content), vjp = jax.vjp(lambda f: vgg.style_and_content(params, f, real), fake)
+    assert rel(style, FIXTURE["vgg_style"]) < 1e-5
+    assert rel(content, FIXTURE["vgg_content"]) < 1e-5
+    assert rel(vjp((1.0, 0.0))[0], nhwc(FIXTURE["vgg_style_grad"])) < 1e-4
+    assert rel(vjp((0.0, 1.0))[0], nhwc(FIXTURE["vgg_content_grad"])) < 1e-4
+    with pytest.raises(ValueError, match="features.0.weight"):
+        vgg.vgg16_params({"classifier.0.weight": np.zeros((2, 2))})
+
+
+def test_vgg_losses_without_weights_are_refused_in_one_line():
+    from shiftnet_jax import config as config_lib
+
+    config = config_lib.default_config()
+    config.loss.style = 0.1
+    with pytest.raises(config_lib.ConfigError, match="need 'loss.vgg16'") as e:
+        config_lib.validate(config)
+    assert "\n" not in str(e.value)

@@ -24,6 +24,11 @@ needed (they run on CPU as they are).
 * ``Discounted_L1`` (discounting 1) on the centre-hole crop of a 2x3x32x32 output
   (fineSize 32, overlap 2) and ``TVLoss(1)`` of ``output * hole``, as ``backward_G``
   calls them, with their gradients with respect to the output.
+* VGG16 style and content losses: the official ``VGG16FeatureExtractor`` (its
+  ``models.vgg16`` replaced by a narrow VGG16 of torchvision's layout, as
+  ``benchmarks/reference_torch.py`` replaces it for timing: the real weights are a
+  download) on 2x3x32x32 fake and real images, summed as ``backward_G`` does, and
+  their gradients with respect to the fake image.
 """
 
 from __future__ import annotations
@@ -42,6 +47,25 @@ sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
 from reference_torch import load_reference  # noqa: E402
 
 GANS = ("vanilla", "lsgan", "wgan_gp", "re_s_gan", "re_avg_gan")
+
+
+def narrow_vgg16():
+    """torchvision's VGG16 feature layout (convs 3x3, ReLU, max pools at the same indices)
+    with 4/8/8 channels in the first three blocks, bf16-rounded N(0, 0.3) weights."""
+    import types
+
+    layers, c_in = [], 3
+    for v in [4, 4, "M", 8, 8, "M", 8, 8, 8, "M"]:
+        if v == "M":
+            layers.append(torch.nn.MaxPool2d(2, 2))
+            continue
+        conv = torch.nn.Conv2d(c_in, v, 3, padding=1)
+        with torch.no_grad():
+            conv.weight.copy_((torch.randn_like(conv.weight) * 0.3).to(torch.bfloat16).float())
+            conv.bias.copy_((torch.randn_like(conv.bias) * 0.1).to(torch.bfloat16).float())
+        layers += [conv, torch.nn.ReLU(inplace=True)]
+        c_in = v
+    return types.SimpleNamespace(features=torch.nn.Sequential(*layers))
 
 
 def official_losses(GANLoss, kind, real, fake):
@@ -121,6 +145,25 @@ def main():
                   aux_hole=hole.numpy(), discounted_l1=discounted.detach().numpy(),
                   discounted_l1_grad=torch.autograd.grad(discounted, out)[0].numpy(),
                   tv=tv.detach().numpy(), tv_grad=torch.autograd.grad(tv, out)[0].numpy())
+    # VGG16 style and content: the official VGG16FeatureExtractor around a narrow VGG16
+    # of torchvision's layer layout (random weights; the real one is 528 MB), as
+    # backward_G sums them over its three outputs.
+    import types
+    narrow = narrow_vgg16()
+    rutil.models = types.SimpleNamespace(vgg16=lambda pretrained=False: narrow)
+    extractor = rutil.VGG16FeatureExtractor()
+    fake_v = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    real_v = torch.rand(2, 3, 32, 32) * 2 - 1
+    ff, fr = extractor(fake_v), extractor(real_v)
+    mse = torch.nn.MSELoss()
+    style = sum(mse(rutil.gram_matrix(a), rutil.gram_matrix(b)) for a, b in zip(ff, fr))
+    content = sum(mse(a, b) for a, b in zip(ff, fr))
+    arrays.update(vgg_fake=fake_v.detach().numpy(), vgg_real=real_v.numpy(),
+                  vgg_style=style.detach().numpy(), vgg_content=content.detach().numpy(),
+                  vgg_style_grad=torch.autograd.grad(style, fake_v, retain_graph=True)[0].numpy(),
+                  vgg_content_grad=torch.autograd.grad(content, fake_v)[0].numpy())
+    for name, value in narrow.features.state_dict().items():
+        arrays[f"vgg_state/features.{name}"] = value.numpy()
     path = os.path.join(args.out, "gan_losses.npz")
     np.savez_compressed(path, **arrays)
     print(f"wrote {path} ({os.path.getsize(path)} bytes); commit {commit}, torch {torch.__version__}")
