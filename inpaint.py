@@ -15,7 +15,9 @@ import sys
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="checkpoint directory (training workdir or convert output)")
+    p.add_argument("--ckpt", default=None,
+                   help="checkpoint directory (training workdir or convert output); "
+                        "default: the small demo model bundled in the package")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     p.add_argument("--input", help="folder of x.png + x_mask.png / x_mask001.png ...")
     p.add_argument("--output", help="folder for the results (mirrors --input)")
@@ -45,7 +47,8 @@ def main(argv=None) -> int:
     from shiftnet_jax import checkpoint, inpaint
 
     try:
-        model, variables, config = checkpoint.load_generator(args.ckpt, args.step)
+        model, variables, config = checkpoint.load_generator(args.ckpt or checkpoint.BUNDLED_MODEL,
+                                                             args.step)
     except checkpoint.NotACheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

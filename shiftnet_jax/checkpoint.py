@@ -7,6 +7,11 @@ A checkpoint directory (a training workdir, or what ``convert`` writes) holds::
     checkpoints/<step>/  Orbax checkpoints; ``state["generator"]`` are the
                          generator's variables ({"params", ["batch_stats"]})
 
+or, for a small model shipped in a repository (:func:`export_compact`),
+``generator_f16.npz`` instead of ``checkpoints/``: the generator's variables
+in float16, restored to float32 on loading. :data:`BUNDLED_MODEL` is the one
+that ships with this package.
+
 Orbax writes each step to a temporary directory and renames it when complete,
 so a partly written checkpoint is never picked up.
 """
@@ -21,6 +26,8 @@ import orbax.checkpoint as ocp
 
 CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
+COMPACT = "generator_f16.npz"
+BUNDLED_MODEL = Path(__file__).resolve().parent / "pretrained" / "demo"
 
 
 class NotACheckpointError(ValueError):
@@ -89,6 +96,43 @@ def export_generator(out_dir, model_kwargs: dict, variables, *, config: dict | N
     write_config(out_dir, config)
 
 
+def export_compact(out_dir, model_kwargs: dict, variables, *, config: dict | None = None):
+    """Write ``config.json`` + the generator's variables as float16 ``generator_f16.npz``
+    (half the bytes of float32; :func:`load_generator` restores float32)."""
+    import numpy as np
+
+    out_dir = Path(out_dir)
+    if (out_dir / CONFIG_FILE).exists():
+        raise ValueError(f"{out_dir}: already holds a checkpoint; choose a new directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(leaf, np.float16)
+            for path, leaf in _leaves_with_path(variables)}
+    tmp = out_dir / (COMPACT + ".tmp.npz")
+    np.savez_compressed(tmp, **flat)
+    os.replace(tmp, out_dir / COMPACT)
+    write_config(out_dir, {**(config or {}), "model": dict(model_kwargs)})
+
+
+def _leaves_with_path(tree):
+    import jax
+    return jax.tree_util.tree_leaves_with_path(tree)
+
+
+def _load_compact(path) -> dict:
+    """``generator_f16.npz`` -> nested float32 variables."""
+    import numpy as np
+
+    variables: dict = {}
+    with np.load(path) as z:
+        for name in z.files:
+            node = variables
+            *parents, leaf = name.split("/")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = z[name].astype(np.float32)
+    return variables
+
+
 def load_generator(ckpt_dir, step: int | None = None, **overrides):
     """Load ``(model, variables, config)`` from a checkpoint directory.
 
@@ -97,6 +141,14 @@ def load_generator(ckpt_dir, step: int | None = None, **overrides):
     from shiftnet_jax.model import ShiftNetGenerator
 
     config = read_config(ckpt_dir)
+    if (Path(ckpt_dir) / COMPACT).is_file() and not (Path(ckpt_dir) / CHECKPOINTS).is_dir():
+        try:
+            variables = _load_compact(Path(ckpt_dir) / COMPACT)
+        except (OSError, ValueError) as e:
+            raise NotACheckpointError(f"{ckpt_dir}: unreadable {COMPACT} ({e})") from None
+        model = ShiftNetGenerator(**{**config.get("model", {}), **overrides})
+        config.setdefault("step", None)
+        return model, variables, config
     if not (Path(ckpt_dir) / CHECKPOINTS).is_dir():
         raise NotACheckpointError(f"{ckpt_dir}: has {CONFIG_FILE} but no {CHECKPOINTS}/ folder")
     mngr = manager(ckpt_dir, create=False)

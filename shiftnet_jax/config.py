@@ -48,10 +48,12 @@ def default_config() -> ml_collections.ConfigDict:
         eval_split="test", cache_dir="", load_size=350, crop_size=256,
         # "kind" or "kind:option=value,...", e.g. "center", "rect:min_size=32,max_size=128",
         # "island", "strokes", "mix"; see shiftnet_jax.masks.make_mask_fn.
-        mask="center:hole=128", num_workers=0, prefetch=2))
+        mask="center:hole=128", num_workers=0, prefetch=2,
+        scale_range=()))   # (lo, hi): training resizes to load_size * U(lo, hi); () = no scaling
 
     c.loss = ml_collections.ConfigDict(dict(
-        l1=1.0, guidance=0.01, adversarial=0.002, gan="vanilla"))
+        l1=1.0, guidance=0.01, adversarial=0.002, gan="vanilla",
+        adversarial_start=0))   # steps of reconstruction-only warm-up before the GAN term
     # WGAN-GP's penalty weight (official --gp_lambda, default 10; used with gan="wgan_gp").
     c.loss.gp_lambda = 10.0
     # The official code's extra terms, weights relative to loss.l1 = 1 (its lambda_A = 100):
@@ -61,7 +63,9 @@ def default_config() -> ml_collections.ConfigDict:
     # VGG16 style and content (official style_weight 10 -> 0.1, content_weight 1 -> 0.01;
     # the paper: none); vgg16: path of a torchvision vgg16 state dict (no download).
     c.loss.update(dict(style=0.0, content=0.0, vgg16=""))
-    c.optim = ml_collections.ConfigDict(dict(lr=2e-4, b1=0.5, b2=0.999))
+    c.optim = ml_collections.ConfigDict(dict(
+        lr=2e-4, b1=0.5, b2=0.999,
+        schedule="constant"))   # or "cosine": decay to 0 at the last step
 
     c.batch_size = 1          # global, over all devices and hosts
     c.num_epochs = 30.0       # used when num_steps is 0
@@ -73,6 +77,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint_every = 2000
     c.keep_checkpoints = 3
     c.eval_batches = 8        # test batches evaluated at the end of training
+    c.eval_every = 0          # also evaluate every N steps (0: only at the end)
     c.distributed = False     # jax.distributed.initialize() from JAX_COORDINATOR_ADDRESS & co.
     return c
 
@@ -152,10 +157,17 @@ def _convert(text: str, current):
             items = ast.literal_eval(stripped)
         else:
             items = [t.strip() for t in stripped.split(",") if t.strip()]
-        kind = type(current[0]) if current else str
-        return tuple(_convert(str(t), kind()) if kind is not str else str(t) for t in items)
-    try:  # None or another type: a Python literal, else the text
-        return ast.literal_eval(text)
+        if current:
+            kind = type(current[0])
+            return tuple(str(t) if kind is str else _convert(str(t), kind()) for t in items)
+        return tuple(_literal_or_text(str(t)) for t in items)
+    return _literal_or_text(text)  # None or another type
+
+
+def _literal_or_text(text: str):
+    """A Python literal (number, tuple, None, ...) if ``text`` is one, else the text."""
+    try:
+        return ast.literal_eval(text.strip())
     except (ValueError, SyntaxError):
         return text
 
@@ -236,11 +248,16 @@ def validate(config):
     _choice(config, "loss.guidance_kind", losses.GUIDANCE_KINDS)
     _choice(config, "compute_dtype", _DTYPES)
     _choice(config, "data.source", sources.SOURCES)
+    _choice(config, "optim.schedule", ("constant", "cosine"))
+    scale = tuple(config.data.scale_range)
+    if scale and not (len(scale) == 2 and 0 < scale[0] <= scale[1]):
+        raise ConfigError(f"config field 'data.scale_range' must be two numbers 0 < lo <= hi, or empty; got {scale!r}")
     for key in ("model.ngf", "model.num_downs", "model.output_channels", "discriminator.ndf",
                 "discriminator.n_layers", "data.crop_size", "batch_size", "log_every",
                 "keep_checkpoints"):
         _at_least(config, key, 1)
-    for key in ("num_steps", "sample_every", "checkpoint_every", "eval_batches", "data.load_size",
+    for key in ("num_steps", "sample_every", "checkpoint_every", "eval_batches", "eval_every",
+                "loss.adversarial_start", "data.load_size",
                 "data.num_workers", "data.prefetch", "optim.lr", "loss.l1", "loss.guidance",
                 "loss.adversarial", "loss.gp_lambda", "loss.hole_l1", "loss.tv", "loss.style",
                 "loss.content"):
@@ -249,6 +266,8 @@ def validate(config):
             os.path.expanduser(config.loss.vgg16)):
         raise ConfigError("config fields 'loss.style' / 'loss.content' need 'loss.vgg16': the path "
                           f"of a torchvision vgg16 state dict (got {config.loss.vgg16!r})")
+    if config.optim.schedule == "cosine" and not config.num_steps:
+        raise ConfigError("optim.schedule 'cosine' needs config field 'num_steps' (> 0)")
     if not config.num_steps and not config.num_epochs > 0:
         raise ConfigError("set config field 'num_steps' (> 0) or 'num_epochs' (> 0)")
     for key in ("optim.b1", "optim.b2"):
@@ -263,7 +282,11 @@ def validate(config):
                           f"{2 ** downs}; got {config.data.crop_size}")
     if config.data.source in ("folder", "paris") and not config.data.dir:
         raise ConfigError(f"data.source {config.data.source!r} needs a folder: --config.data.dir=PATH")
-    if config.data.dir and not os.path.isdir(os.path.expanduser(config.data.dir)):
+    if config.data.source == "regions":
+        for folder in config.data.dir.split(","):
+            if folder.strip() not in ("", "builtin") and not os.path.isdir(os.path.expanduser(folder.strip())):
+                raise ConfigError(f"config field 'data.dir': {folder.strip()} is not a folder")
+    elif config.data.dir and not os.path.isdir(os.path.expanduser(config.data.dir)):
         raise ConfigError(f"config field 'data.dir': {config.data.dir} is not a folder")
     try:
         masks.make_mask_fn(config.data.mask)

@@ -52,11 +52,14 @@ def resize_shorter(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def preprocess(img: np.ndarray, *, crop_size: int, load_size: int | None, train: bool,
-               rng: np.random.Generator | None = None) -> np.ndarray:
+               rng: np.random.Generator | None = None, scale_range=None) -> np.ndarray:
     """uint8 image -> uint8 (crop, crop, 3): resize shorter side to ``load_size``
-    (at least ``crop_size``), then a random crop + random h-flip (train) or the
-    centre crop (eval)."""
-    img = resize_shorter(img, max(crop_size, load_size or min(img.shape[:2])))
+    (at least ``crop_size``; in training times a random factor from ``scale_range``
+    if given), then a random crop + random h-flip (train) or the centre crop (eval)."""
+    load = load_size or min(img.shape[:2])
+    if train and scale_range:
+        load = round(load * float(rng.uniform(*scale_range)))
+    img = resize_shorter(img, max(crop_size, load))
     h, w = img.shape[:2]
     if train:
         y, x = int(rng.integers(0, h - crop_size + 1)), int(rng.integers(0, w - crop_size + 1))
@@ -129,7 +132,8 @@ class Loader:
 def make_loader(source, *, batch_size: int, crop_size: int = 256, load_size: int | None = 350,
                 train: bool, mask_fn, seed: int = 0, num_epochs: int | None = None,
                 start_step: int = 0, process_index: int = 0, process_count: int = 1,
-                num_workers: int | None = None, prefetch: int = 2, backend: str = "auto") -> Loader:
+                num_workers: int | None = None, prefetch: int = 2, backend: str = "auto",
+                scale_range=None) -> Loader:
     """Batches ``{"image", "hole"}`` from ``source`` (see the module docstring).
 
     Training: shuffled per epoch, random crop + flip, ``drop_remainder``,
@@ -166,7 +170,7 @@ def make_loader(source, *, batch_size: int, crop_size: int = 256, load_size: int
                 return None
             raise RuntimeError(f"no readable image among the {plan.share} of this host's epoch")
         crop = preprocess(img, crop_size=crop_size, load_size=load_size, train=train,
-                          rng=np.random.default_rng([seed, epoch, idx, 0]))
+                          rng=np.random.default_rng([seed, epoch, idx, 0]), scale_range=scale_range)
         hole = np.asarray(mask_fn(np.random.default_rng([seed, epoch, idx, 1]), (crop_size, crop_size)),
                           dtype=np.float32)
         return {"image": crop.astype(np.float32) / 127.5 - 1.0,
@@ -224,4 +228,5 @@ def from_config(cfg, *, train: bool, batch_size: int | None = None, mask_fn=None
         load_size=cfg.get("load_size", 350), train=train, mask_fn=mask_fn,
         seed=cfg.get("seed", 0) if seed is None else seed, num_epochs=num_epochs, start_step=start_step,
         process_index=process_index, process_count=process_count,
-        num_workers=cfg.get("num_workers", None), prefetch=cfg.get("prefetch", 2))
+        num_workers=cfg.get("num_workers", None), prefetch=cfg.get("prefetch", 2),
+        scale_range=tuple(cfg.get("scale_range", ())) or None)

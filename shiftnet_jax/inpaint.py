@@ -56,6 +56,16 @@ def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), kernel) > 0
 
 
+def _checked(image, mask, dilate_px: int):
+    """An image array and its mask -> (uint8 (H, W, 3), bool (H, W) dilated hole)."""
+    image = as_rgb_uint8(image)
+    mask = np.asarray(mask)
+    mask = mask[..., 0] if mask.ndim == 3 else mask
+    if mask.shape != image.shape[:2]:
+        raise ValueError(f"mask {mask.shape} does not match image {image.shape[:2]}")
+    return image, dilate(mask != 0, dilate_px)
+
+
 # -------------------------------------------------------- working resolution
 def working_size(height: int, width: int, size: int, multiple: int) -> tuple[int, int]:
     """(h, w): longer side ~ ``size``, aspect kept, each side a multiple of ``multiple`` (>= 1x)."""
@@ -126,12 +136,7 @@ def inpaint_batch(model, variables, images, masks, *, size: int | None = None, d
     multiple = 2 ** model.num_downs
     jobs, results = [], [None] * len(images)
     for i, (image, mask) in enumerate(zip(images, masks)):
-        image = as_rgb_uint8(image)
-        mask = np.asarray(mask)
-        mask = mask[..., 0] if mask.ndim == 3 else mask
-        if mask.shape != image.shape[:2]:
-            raise ValueError(f"mask {mask.shape} does not match image {image.shape[:2]}")
-        mask = dilate(mask != 0, dilate_px)
+        image, mask = _checked(image, mask, dilate_px)
         jobs.append((i, image, mask, *_prepare(image, mask, size, multiple)))
     groups: dict[tuple, list] = {}
     for job in jobs:
@@ -305,12 +310,7 @@ def shift_sources(model, variables, image, mask, *, size: int | None = None,
       copied from; ``valid`` bool (gh, gw), True where ``source`` means something
       (a hole position of an image that has known positions).
     """
-    image = as_rgb_uint8(image)
-    mask = np.asarray(mask)
-    mask = mask[..., 0] if mask.ndim == 3 else mask
-    if mask.shape != image.shape[:2]:
-        raise ValueError(f"mask {mask.shape} does not match image {image.shape[:2]}")
-    mask = dilate(mask != 0, dilate_px)
+    image, mask = _checked(image, mask, dilate_px)
     small, hole = _prepare(image, mask, size or DEFAULT_SIZE, 2 ** model.num_downs)
     index, valid, fhole = jax.device_get(forward(model, variables, small[None], hole[None],
                                                  flow=True).flow)

@@ -213,7 +213,8 @@ def make_mask_fn(spec) -> MaskFn:
         images (kind "files"), or a dict with a "kind" key and that kind's options, e.g.
         ``{"kind": "rect", "min_size": 32, "max_size": 128}``,
         ``{"kind": "center", "overlap": 4}``,
-        ``{"kind": "mix", "kinds": {"center": 1, "strokes": {"weight": 3, "max_strokes": 3}}}``,
+        ``{"kind": "mix", "kinds": {"center": 1, "strokes": {"weight": 3, "max_strokes": 3}}}``
+        (on the command line ``mix:center=1,strokes=3``),
         ``{"kind": "files", "paths": "masks/", "threshold": 127}`` (a folder or a list of
         files; bright = hole as :mod:`shiftnet_jax.image_io` reads masks; loaded once,
         resized with nearest neighbour).
@@ -242,10 +243,13 @@ def make_mask_fn(spec) -> MaskFn:
         raise ValueError(f"unknown mask kind {kind!r}; valid kinds: {', '.join(KINDS)}")
 
     if kind == "mix":
-        extra = sorted(set(options) - {"kinds"})
+        # "mix:center=1,strokes=2" names the kinds and their weights directly.
+        kinds = options.pop("kinds", None) if "kinds" in options else (dict(options) or None)
+        extra = sorted(set(options) - set(kinds or {}))
         if extra:
-            raise ValueError(f"unknown option(s) {extra} for mask kind 'mix'; valid: ['kinds']")
-        return _mixture_fn(*_mixture_parts(options.get("kinds", _DEFAULT_MIX)))
+            raise ValueError(f"unknown option(s) {extra} for mask kind 'mix'; valid: 'kinds' "
+                             "or kind=weight pairs such as mix:center=1,strokes=2")
+        return _mixture_fn(*_mixture_parts(kinds or _DEFAULT_MIX))
     if kind == "files":
         extra = sorted(set(options) - {"paths", "threshold"})
         if extra or "paths" not in options:

@@ -47,7 +47,11 @@ SAMPLE_PHOTOS = {"train": ("astronaut.png", "coffee.png", "motorcycle_left.png",
                  "test": ("chelsea.png", "rocket.jpg")}
 SPLIT_DIRS = {"train": ("train", "training", "paris_train_original"),
               "test": ("test", "eval", "val", "validation", "paris_eval_gt")}
-SOURCES = ("sample", "folder", "paris", "tfds", "places")
+SOURCES = ("sample", "folder", "paris", "tfds", "places", "regions")
+# The colour photographs of scikit-image's wheel that :class:`RegionSource` uses
+# (motorcycle_right is left out: the same scene as motorcycle_left).
+REGION_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png",
+                 "motorcycle_left.png", "retina.jpg", "rocket.jpg")
 
 
 class FolderSource:
@@ -79,19 +83,95 @@ class FolderSource:
         return self.paths[i]
 
 
+def skimage_photos(names) -> list[str]:
+    """Paths of photographs shipped in scikit-image's wheel (found without importing it)."""
+    spec = importlib.util.find_spec("skimage")  # locates the package, does not import it
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the built-in photos need scikit-image: pip install scikit-image")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
+    paths = [str(folder / f) for f in names]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"scikit-image sample photos missing: {missing}")
+    return paths
+
+
 class SampleSource(FolderSource):
     """The built-in photos of :data:`SAMPLE_PHOTOS` (scikit-image wheel, no network)."""
 
     def __init__(self, split: str = "train"):
-        spec = importlib.util.find_spec("skimage")  # locates the package, does not import it
-        if spec is None or not spec.submodule_search_locations:
-            raise ImportError("the 'sample' source needs scikit-image: pip install scikit-image")
-        folder = Path(list(spec.submodule_search_locations)[0]) / "data"
-        self.root = folder
-        self.paths = [str(folder / f) for f in SAMPLE_PHOTOS["test" if split != "train" else "train"]]
-        missing = [p for p in self.paths if not os.path.isfile(p)]
-        if missing:
-            raise FileNotFoundError(f"scikit-image sample photos missing: {missing}")
+        self.paths = skimage_photos(SAMPLE_PHOTOS["test" if split != "train" else "train"])
+        self.root = Path(self.paths[0]).parent
+
+
+class RegionSource:
+    """Held-out *regions* of photographs: train and test within the same photos.
+
+    Every photo is split into vertical bands: training sees the left
+    ``1 - test_fraction - gap`` of its width (the whole band, as one image to
+    crop from), testing the right ``test_fraction``; the ``gap`` between them
+    keeps training crops from touching the test band. The test band is resized
+    to ``tile`` pixels wide and cut into square ``tile`` x ``tile`` tiles from top
+    to bottom (one test image each). Photos are decoded once and kept with their
+    longer side at most ``max_side``.
+
+    Args:
+      paths: photo files; "builtin" in ``folders`` adds :data:`REGION_PHOTOS`.
+      split: "train" or "test".
+    """
+
+    def __init__(self, paths, split: str, *, tile: int, test_fraction: float = 0.3,
+                 gap: float = 0.05, max_side: int = 1024):
+        from PIL import Image
+
+        if not paths:
+            raise FileNotFoundError("no photos for the regions source")
+        self.items, self.names = [], []
+        for path in paths:
+            photo = decode_image(path)
+            scale = min(1.0, max_side / max(photo.shape[:2]))
+            if scale < 1.0:
+                size = (round(photo.shape[1] * scale), round(photo.shape[0] * scale))
+                photo = np.asarray(Image.fromarray(photo).resize(size, Image.LANCZOS))
+            h, w = photo.shape[:2]
+            name = Path(path).name
+            if split == "train":
+                self.items.append(photo[:, :int(w * (1 - test_fraction - gap))])
+                self.names.append(f"{name} (train band)")
+                continue
+            band = photo[:, w - int(w * test_fraction):]
+            height = max(tile, round(band.shape[0] * tile / band.shape[1]))
+            band = np.asarray(Image.fromarray(band).resize((tile, height), Image.LANCZOS))
+            count = height // tile
+            for k in range(count):  # evenly spread tiles over the band's height
+                top = round(k * (height - tile) / max(count - 1, 1))
+                self.items.append(np.ascontiguousarray(band[top:top + tile]))
+                self.names.append(f"{name} (test tile {k})")
+
+    @classmethod
+    def from_folders(cls, folders: str, split: str, **kwargs):
+        """``folders``: comma-separated folders of photos; ``builtin`` (or empty) adds
+        scikit-image's colour photographs."""
+        parts = [f.strip() for f in (folders or "builtin").split(",") if f.strip()]
+        paths = []
+        for part in parts:
+            if part == "builtin":
+                paths += skimage_photos(REGION_PHOTOS)
+                continue
+            root = Path(part).expanduser()
+            if not root.is_dir():
+                raise FileNotFoundError(f"image folder not found: {root}")
+            paths += list_images(root)
+        return cls(paths, split, **kwargs)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def describe(self, i):
+        return self.names[i]
 
 
 class TfdsSource:
@@ -208,6 +288,9 @@ def make_source(cfg, train: bool):
         names = (split, *SPLIT_DIRS[generic]) if split else SPLIT_DIRS[generic]
         subdir = next((d for d in names if (root / d).is_dir()), None)
         return FolderSource(root, subdir=subdir)
+    if kind == "regions":
+        return RegionSource.from_folders(cfg.get("dir", ""), "train" if train else "test",
+                                         tile=max(cfg.get("crop_size", 256), cfg.get("load_size", 0) or 0))
     if kind in ("tfds", "places"):
         name = cfg.get("name", None) or "places365_small"
         classes = cfg.get("classes", None)

@@ -50,8 +50,15 @@ def make_models(config):
     return generator, discriminator
 
 
-def make_optimizer(config):
-    return optax.adam(config.optim.lr, b1=config.optim.b1, b2=config.optim.b2)
+def learning_rate(config, num_steps: int | None = None):
+    """The learning rate: constant, or cosine decay to 0 over ``num_steps``."""
+    if config.optim.get("schedule", "constant") == "cosine":
+        return optax.cosine_decay_schedule(config.optim.lr, max(1, num_steps or config.num_steps or 1))
+    return config.optim.lr
+
+
+def make_optimizer(config, num_steps: int | None = None):
+    return optax.adam(learning_rate(config, num_steps), b1=config.optim.b1, b2=config.optim.b2)
 
 
 def create_state(config, image_size: int) -> TrainState:
@@ -107,7 +114,6 @@ def train_step(state: TrainState, batch, *, config):
         forward, g_vars["params"], has_aux=True)
     fake = metrics.composite(output, image, hole)
 
-    # 3. Discriminator update on real vs. detached fake.
     def d_loss_fn(params):
         variables = {**d_vars, "params": params}
         real_logits, upd = discriminator.apply(variables, image, train=True,
@@ -124,22 +130,34 @@ def train_step(state: TrainState, batch, *, config):
             loss = loss + weights.gp_lambda * losses.gradient_penalty(critic, image, fake, alpha)
         return loss, upd
 
-    (d_loss, d_upd), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d_vars["params"])
-    d_updates, d_opt = tx.update(d_grads, state.d_opt, d_vars["params"])
-    d_vars = {"params": optax.apply_updates(d_vars["params"], d_updates), **d_upd}
+    # 3. Discriminator update on real vs. detached fake; skipped altogether (no
+    # compute) by a reconstruction-only config.
+    adversarial = weights.adversarial > 0
+    if adversarial:
+        (d_loss, d_upd), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d_vars["params"])
+        d_updates, d_opt = tx.update(d_grads, state.d_opt, d_vars["params"])
+        d_vars = {"params": optax.apply_updates(d_vars["params"], d_updates), **d_upd}
+    else:
+        d_loss, d_opt = jnp.zeros(()), state.d_opt
+    # The GAN term joins after ``adversarial_start`` steps of reconstruction only.
+    adversarial_weight = weights.adversarial * (state.step >= weights.get("adversarial_start", 0))
 
     # 4. Generator loss against the updated discriminator, pulled back through G.
     def g_loss_fn(output, decoded):
-        fake = metrics.composite(output, image, hole)
-        fake_logits, _ = discriminator.apply(d_vars, fake, train=True, mutable=["batch_stats"])
-        # Relativistic losses compare with the (updated) discriminator's real logits.
-        real_logits = (discriminator.apply(d_vars, image, train=True, mutable=["batch_stats"])[0]
-                       if gan in losses.RELATIVISTIC else None)
         parts = {"l1": losses.l1(output, image),
                  "guidance": losses.guidance(decoded, target, feature_hole, weights.guidance_kind),
-                 "g_adversarial": losses.generator_adversarial_loss(fake_logits, gan, real_logits)}
+                 "g_adversarial": jnp.zeros(())}
+        if adversarial:
+            fake = metrics.composite(output, image, hole)
+            fake_logits, _ = discriminator.apply(d_vars, fake, train=True, mutable=["batch_stats"])
+            # Relativistic losses compare with the (updated) discriminator's real logits.
+            real_logits = (discriminator.apply(d_vars, image, train=True,
+                                               mutable=["batch_stats"])[0]
+                           if gan in losses.RELATIVISTIC else None)
+            parts["g_adversarial"] = losses.generator_adversarial_loss(fake_logits, gan,
+                                                                       real_logits)
         total = (weights.l1 * parts["l1"] + weights.guidance * parts["guidance"]
-                 + weights.adversarial * parts["g_adversarial"])
+                 + adversarial_weight * parts["g_adversarial"])
         # The official code's optional terms, computed (and logged) only when weighted.
         if weights.hole_l1:
             parts["hole_l1"] = losses.discounted_hole_l1(output, image, hole,

@@ -135,7 +135,8 @@ def evaluate(state, config, mesh, model, local_batch: int):
         values = {"psnr": metrics.psnr(fake, image), "psnr_hole": metrics.psnr(fake, image, hole),
                   "ssim": metrics.ssim(fake, image), "l1_hole": metrics.mean_l1(fake, image, hole),
                   "l2_hole": metrics.mean_l2(fake, image, hole),
-                  "input_psnr_hole": metrics.psnr(image * (1 - hole), image, hole)}
+                  "input_psnr_hole": metrics.psnr(image * (1 - hole), image, hole),
+                  "input_l1_hole": metrics.mean_l1(image * (1 - hole), image, hole)}
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + float(np.nansum(np.asarray(v)))
         count += len(image)
@@ -211,6 +212,9 @@ def train_and_evaluate(config, workdir) -> dict:
                                            reporting.sample_grid(image, hole, prediction.output))
                 if step % config.checkpoint_every == 0:
                     save()
+                if config.eval_every and step % config.eval_every == 0 and step < steps:
+                    flush()
+                    writer.write(step, evaluate(state, config, mesh, generator, local_batch))
             if stop.signal is not None:
                 bar.write(f"{stop.signal}: saving checkpoint {step} and stopping")
             save()

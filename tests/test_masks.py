@@ -318,3 +318,11 @@ def test_parse_mask_spec_reads_command_line_specs():
     assert parse_mask_spec("island:threshold=0.25")["threshold"] == 0.25
     with pytest.raises(ValueError, match="name=value"):
         parse_mask_spec("rect:32")
+
+
+def test_mix_spec_names_kinds_and_weights_on_the_command_line():
+    fn = M.make_mask_fn("mix:center=1,strokes=0")  # weight 0: never strokes
+    for seed in range(5):
+        np.testing.assert_array_equal(fn(np.random.default_rng(seed), 32), M.center_mask(32))
+    with pytest.raises(ValueError, match="unknown mask kind|must be a number"):
+        M.make_mask_fn("mix:blob=1")

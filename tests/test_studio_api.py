@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from shiftnet_jax import image_io, inpaint
+from shiftnet_jax import checkpoint, image_io, inpaint
 from shiftnet_jax.studio import engine as eng
 from shiftnet_jax.studio import server
 
@@ -208,10 +208,12 @@ def _serve_cli():
     return module.main
 
 
-def test_cli_errors_are_one_line(models, tmp_path, capsys):
+def test_cli_errors_are_one_line(models, tmp_path, capsys, monkeypatch):
     main = _serve_cli()
     taken = server.bind("127.0.0.1", 0)
     port = taken.getsockname()[1]
+    # Without --ckpt the bundled model is served; with none bundled, one line says what to give.
+    monkeypatch.setattr(checkpoint, "BUNDLED_MODEL", tmp_path / "no_bundle")
     cases = [([], 2, "error: --ckpt is needed"),
              (["--ckpt", "missing/"], 2, "error: missing/: no such directory"),
              (["--ckpt", str(tmp_path), "--port", "0"], 2, "not a checkpoint directory"),
@@ -240,3 +242,22 @@ def test_serve_script_serves_and_stops_on_ctrl_c(models):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_the_bundled_model_is_the_default_and_loads(tmp_path, monkeypatch):
+    """With a compact model in checkpoint.BUNDLED_MODEL, serve.py needs no --ckpt."""
+    from shiftnet_jax.model import ShiftNetGenerator
+    model = ShiftNetGenerator(ngf=4, num_downs=5)
+    image, hole = np.zeros((1, 32, 32, 3), np.float32), np.zeros((1, 32, 32, 1), np.float32)
+    import jax
+    variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), image, hole)
+    checkpoint.export_compact(tmp_path / "demo", {"ngf": 4, "num_downs": 5}, variables,
+                              config={"data": {"crop_size": 32}})
+    monkeypatch.setattr(checkpoint, "BUNDLED_MODEL", tmp_path / "demo")
+    assert eng.default_checkpoints() == [str(tmp_path / "demo")]
+    loaded = eng.load_models(eng.default_checkpoints(), None)
+    assert loaded[0].size == 32
+    restored = checkpoint.load_generator(tmp_path / "demo")[1]
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(variables)):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)  # float16 storage

@@ -39,9 +39,10 @@ class UnknownModel(BadInput):
 
 
 def default_checkpoints() -> list[str]:
-    """Checkpoints served when ``--ckpt`` is not given: none yet (a small model
-    bundled in the repository will be returned here)."""
-    return []
+    """Checkpoints served when ``--ckpt`` is not given: the small model bundled in the
+    package (``checkpoint.BUNDLED_MODEL``), where it is present."""
+    bundled = checkpoint.BUNDLED_MODEL
+    return [str(bundled)] if (bundled / checkpoint.CONFIG_FILE).is_file() else []
 
 
 # ------------------------------------------------------------------ adapter
