@@ -40,6 +40,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.update(dict(variant="shift", shift_sz=1, mask_thred=1, fuse=False, stride=1,
                         patch_order="spatial"))
     c.model.add_mask2input = True   # official --add_mask2input 1: the known-pixel channel
+    c.model.spectral_norm = False   # official --use_spectral_norm_G 0
     c.discriminator = ml_collections.ConfigDict(dict(
         ndf=64, n_layers=3, spectral_norm=True, norm="instance"))
 

@@ -93,6 +93,21 @@ def _conv_transpose(w):
     return np.ascontiguousarray(np.transpose(w, (2, 3, 0, 1))[::-1, ::-1])
 
 
+def _weight(state, prefix):
+    """A conv's weight name: ``weight``, or ``weight_orig`` under spectral norm."""
+    return prefix + ("weight_orig" if prefix + "weight_orig" in state else "weight")
+
+
+def _spectral_v(v, shape, transposed: bool):
+    """PyTorch's spectral-norm ``v`` (I kH kW, in its weight's order) -> our kernel's row
+    order (kH kW I; the transposed conv's kernel is flipped in space)."""
+    i, kh, kw = (shape[0] if transposed else shape[1]), shape[2], shape[3]
+    v = v.reshape(i, kh, kw)
+    if transposed:
+        v = v[:, ::-1, ::-1]
+    return np.ascontiguousarray(v.transpose(1, 2, 0)).reshape(-1)
+
+
 def _face_layers():
     """The official FaceUnetGenerator's names: e1_c .. e8_c, d1_dc .. d8_dc (8 levels)."""
     layers = {}
@@ -163,10 +178,11 @@ def from_torch_state_dict(state: Mapping[str, np.ndarray], norm: str | None = No
     variant = detect_variant(names, variant)
     if variant == "face":
         layers, shift_level, res = _face_layers(), 2, None
-        first, outer_up = _conv_weight(state, "e1_c.weight"), _conv_weight(state, "d8_dc.weight")
+        first, outer_up = _conv_weight(state, _weight(state, "e1_c.")), \
+            _conv_weight(state, _weight(state, "d8_dc."))
     else:
-        first = _conv_weight(state, "model.model.0.weight")
-        outer_up = _conv_weight(state, "model.model.3.weight")
+        first = _conv_weight(state, _weight(state, "model.model.0."))
+        outer_up = _conv_weight(state, _weight(state, "model.model.3."))
         prefixes = _level_prefixes(names)
         if len(prefixes) > MAX_LEVELS:
             raise ValueError(f"{len(prefixes)} U-Net levels; more than {MAX_LEVELS} is not a "
@@ -203,7 +219,15 @@ def from_torch_state_dict(state: Mapping[str, np.ndarray], norm: str | None = No
             module = f"{direction}_{level}"
             conv_name = layer[f"{direction}_conv"]
             convert = _conv if direction == "down" else _conv_transpose
-            params.setdefault(module, {})["conv"] = {"kernel": take(conv_name + "weight", convert)}
+            # Spectral norm (--use_spectral_norm_G) stores weight_orig, weight_u, weight_v.
+            weight = _weight(state, conv_name)
+            spectral = weight.endswith("_orig")
+            params.setdefault(module, {})["conv"] = {"kernel": take(weight, convert)}
+            if spectral and conv_name + "weight_u" in state:   # (absent from gradients)
+                stats.setdefault(module, {})["sn"] = {
+                    "u": take(conv_name + "weight_u"),
+                    "v": _spectral_v(take(conv_name + "weight_v"), state[weight].shape,
+                                     transposed=direction == "up")}
             if conv_name + "bias" in state:
                 params[module]["conv"]["bias"] = take(conv_name + "bias")
             norm_name = layer.get(f"{direction}_norm")
@@ -221,6 +245,8 @@ def from_torch_state_dict(state: Mapping[str, np.ndarray], norm: str | None = No
             f"conv_{i}": {"kernel": take(f"{res}{index}.weight", _conv),
                           "bias": take(f"{res}{index}.bias")}
             for i, index in enumerate((0, 3))}}
+    if any(n.endswith("weight_orig") for n in names):
+        kwargs["spectral_norm"] = True
     unknown = sorted(set(names) - used)
     if unknown:
         raise ValueError(f"unexpected entries in the state dict: {', '.join(unknown[:5])}"

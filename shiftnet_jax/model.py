@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from shiftnet_jax.conv import Conv4x4
 from shiftnet_jax.feature_hole import METHODS as FEATURE_HOLE_METHODS
 from shiftnet_jax.feature_hole import feature_hole
+from shiftnet_jax.spectral import SpectralNorm
 from shiftnet_jax.variants import ShiftLevel, check_options
 
 NORMS = ("instance", "batch")
@@ -73,19 +74,21 @@ class Down(nn.Module):
     conv_impl: str = "auto"
     dtype: Any = jnp.float32
     kernel_size: int = 4   # 6 for the face variant's level 2 (padding 2: same output size)
+    spectral_norm: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         if self.activation:
             x = nn.leaky_relu(x, 0.2)
         if self.kernel_size == 4:
-            x = Conv4x4(self.features, impl=self.conv_impl, dtype=self.dtype,
-                        kernel_init=conv_init, name="conv")(x)
+            conv = Conv4x4(self.features, impl=self.conv_impl, dtype=self.dtype,
+                           kernel_init=conv_init, name="conv")
         else:
             pad = (self.kernel_size - 2) // 2
-            x = nn.Conv(self.features, (self.kernel_size,) * 2, strides=(2, 2),
-                        padding=((pad, pad), (pad, pad)), dtype=self.dtype,
-                        kernel_init=conv_init, name="conv")(x)
+            conv = nn.Conv(self.features, (self.kernel_size,) * 2, strides=(2, 2),
+                           padding=((pad, pad), (pad, pad)), dtype=self.dtype,
+                           kernel_init=conv_init, name="conv")
+        x = SpectralNorm(conv, name="sn")(x, train) if self.spectral_norm else conv(x)
         if self.norm:
             x = make_norm(self.norm, train, self.dtype, "norm")(x)
         return x
@@ -98,13 +101,15 @@ class Up(nn.Module):
     norm: str | None
     conv_impl: str = "auto"
     dtype: Any = jnp.float32
+    spectral_norm: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         # = nn.ConvTranspose(padding=2): padding k-1-p = 2 on the 2x-dilated input is
         # PyTorch's ConvTranspose2d(4, 2, 1) with the kernel flipped (see convert.py).
-        x = Conv4x4(self.features, transpose=True, impl=self.conv_impl, dtype=self.dtype,
-                    kernel_init=conv_init, name="conv")(x)
+        conv = Conv4x4(self.features, transpose=True, impl=self.conv_impl, dtype=self.dtype,
+                       kernel_init=conv_init, name="conv")
+        x = SpectralNorm(conv, name="sn")(x, train) if self.spectral_norm else conv(x)
         if self.norm:
             x = make_norm(self.norm, train, self.dtype, "norm")(x)
         return x
@@ -137,6 +142,8 @@ class ShiftNetGenerator(nn.Module):
       patch_order: soft shift patches as the official code orders them
         ("reference", for its checkpoints) or as the method describes ("spatial").
       add_mask2input: append the known-pixel channel to the input (official default).
+      spectral_norm: spectral normalisation of every U-Net conv, PyTorch's semantics
+        (the official ``--use_spectral_norm_G``; :mod:`shiftnet_jax.spectral`).
     """
 
     ngf: int = 64
@@ -157,6 +164,7 @@ class ShiftNetGenerator(nn.Module):
     stride: int = 1
     patch_order: str = "spatial"
     add_mask2input: bool = True
+    spectral_norm: bool = False
 
     def setup(self):
         if self.norm not in NORMS:
@@ -176,14 +184,16 @@ class ShiftNetGenerator(nn.Module):
         self.down = [
             Down(widths[i], activation=i > 0, norm=None if i in (0, last) else self.norm,
                  conv_impl=self.conv_impl, dtype=self.dtype, name=f"down_{i}",
-                 kernel_size=6 if self.variant == "face" and i == 2 else 4)
+                 kernel_size=6 if self.variant == "face" and i == 2 else 4,
+                 spectral_norm=self.spectral_norm)
             for i in range(self.num_downs)]
         self.shift_level = ShiftLevel(
             self.variant, self.use_shift, self.triple_weight, self.shift_tile, self.shift_sz,
             self.mask_thred, self.fuse, self.stride, self.patch_order, self.dtype)
         self.up = [
             Up(widths[i - 1] if i else self.output_channels, norm=self.norm if i else None,
-               conv_impl=self.conv_impl, dtype=self.dtype, name=f"up_{i}")
+               conv_impl=self.conv_impl, dtype=self.dtype, name=f"up_{i}",
+               spectral_norm=self.spectral_norm)
             for i in range(self.num_downs)]
 
     @property

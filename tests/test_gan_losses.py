@@ -107,7 +107,7 @@ def test_train_step_runs_with_the_gradient_penalty_and_the_official_extra_terms(
     from shiftnet_jax.train import create_state, train_step
 
     config = config_lib.default_config()
-    config.model.update(dict(ngf=2, num_downs=5))
+    config.model.update(dict(ngf=2, num_downs=5, spectral_norm=True))   # and SN on G
     config.discriminator.update(dict(ndf=2))
     config.loss.gan = "wgan_gp"
     config.loss.update(dict(hole_l1=4.0, tv=0.01, guidance_kind="l1"))   # and the other terms

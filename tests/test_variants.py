@@ -27,6 +27,7 @@ CONVERSIONS = {
     "res_patch_soft": ("res_patch_soft_unet_shift_triple", ["--variant", "res_patch_soft_unet_shift_triple",
                                                  "--shift-sz", "3", "--mask-thred", "2"]),
     "face": ("face_unet_shift_triple", []),
+    "spectral": ("unet_shift_triple", []),   # spectral norm: weight_orig/_u/_v keys
 }
 
 
@@ -54,6 +55,7 @@ def test_convert_detects_loads_and_inpaints_each_variant(name, tmp_path, capsys)
     assert config["model"].get("variant", "shift") == str(case["meta_variant"])
     if name == "res_batch":
         assert config["model"]["norm"] == "batch"
+    assert config["model"].get("spectral_norm", False) == (name == "spectral")
     # The checkpoint reproduces the official output (first image, through the jitted
     # prediction that inpaint uses: one compilation for both)...
     output = predict.forward(model, variables, case["image"][:1], case["hole"][:1]).output
@@ -172,3 +174,28 @@ def test_spatial_soft_shift_copies_a_clear_winner_and_the_official_order_does_no
     patches = np.asarray(_reference_order(_patches(ramp, 1)))[0, :, 0, 0]   # (h*w, c)
     np.testing.assert_array_equal(patches[3], [12, 13, 14, 15])
     assert not np.array_equal(patches[3], ramp[0, 0, 3])
+
+
+def test_spectral_norm_power_iteration_finds_the_largest_singular_value():
+    """Training mode: one power iteration per call, u and v stored; repeated calls
+    converge to W's largest singular value, and evaluation divides by u . W v."""
+    from shiftnet_jax.spectral import SpectralNorm
+    import flax.linen as nn
+
+    class Layer(nn.Module):
+        @nn.compact
+        def __call__(self, x, train):
+            return SpectralNorm(nn.Conv(3, (3, 3)), name="sn")(x, train)
+
+    x = np.random.default_rng(0).normal(size=(1, 5, 5, 2)).astype(np.float32)
+    variables = Layer().init(key(0), x, False)
+    conv = variables["params"]["Conv_0"]
+    w = np.asarray(conv["kernel"]).reshape(-1, 3).T                 # (out, in)
+    for _ in range(30):
+        _, updates = Layer().apply(variables, x, True, mutable=["batch_stats"])
+        variables = {**variables, **updates}
+    stats = variables["batch_stats"]["sn"]
+    sigma = float(stats["u"] @ w @ stats["v"])
+    np.testing.assert_allclose(sigma, np.linalg.svd(w, compute_uv=False)[0], rtol=1e-4)
+    expected = nn.Conv(3, (3, 3)).apply({"params": {**conv, "kernel": conv["kernel"] / sigma}}, x)
+    np.testing.assert_allclose(Layer().apply(variables, x, False), expected, rtol=1e-4, atol=1e-6)

@@ -1,6 +1,6 @@
 """Parity of the generator variants with the official code (tests/fixtures/variant_*.npz,
 made by tools/make_variant_fixtures.py: res, res with BatchNorm, patch soft, res patch
-soft, face, the plain one with --add_mask2input 0), and the documented differences where the official code is wrong."""
+soft, face, the plain one with --add_mask2input 0 and with --use_spectral_norm_G 1), and the documented differences where the official code is wrong."""
 
 import functools
 
@@ -16,7 +16,7 @@ from shiftnet_jax.soft_shift import soft_shift
 
 from conftest import IN_REPO_FIXTURES, nhwc
 
-CASES = ("res", "res_batch", "patch_soft", "res_patch_soft", "face", "rgb_input")
+CASES = ("res", "res_batch", "patch_soft", "res_patch_soft", "face", "rgb_input", "spectral")
 
 
 def rel(a, b):

@@ -22,6 +22,7 @@ patch_soft          ``PatchSoftUnetGeneratorShiftTriple``        shift_sz 3, fus
 res_patch_soft      ``ResPatchSoftUnetGeneratorShiftTriple``     shift_sz 3, fuse 0, mask_thred 2, BatchNorm
 face                ``FaceUnetGenerator`` (8 levels: 256x256)    batch 1, run as FaceShiftNetModel.forward
 rgb_input           ``UnetGeneratorShiftTriple``                 add_mask2input 0 (RGB input), batch 1
+spectral            ``UnetGeneratorShiftTriple``                 use_spectral_norm_G 1, batch 1 (eval mode)
 ==================  ==========================================  =====================================
 
 Patches to the reference, all made at run time in this process (no file of the
@@ -90,6 +91,8 @@ CASES = {
                  ngf=2, overlap=32),
     "rgb_input": dict(cls="UnetGeneratorShiftTriple", variant="shift", norm="instance", batch=1,
                       add_mask2input=0),
+    "spectral": dict(cls="UnetGeneratorShiftTriple", variant="shift", norm="instance", batch=1,
+                     spectral_norm=True),
 }
 
 
@@ -137,7 +140,8 @@ def build(networks, spec, opt, mask):
         else:
             num_downs = int(np.log2(opt.fineSize))
             net = cls(input_nc, opt.output_nc, num_downs, opt, cos_list, shift_list, mask,
-                      opt.ngf, norm_layer=norm_layer)
+                      opt.ngf, norm_layer=norm_layer,
+                      use_spectral_norm=spec.get("spectral_norm", False))
         net = networks.init_net(net, "normal", opt.init_gain, [])
     with torch.no_grad():
         for name, p in net.named_parameters():
