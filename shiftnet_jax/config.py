@@ -43,6 +43,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.spectral_norm = False   # official --use_spectral_norm_G 0
     c.discriminator = ml_collections.ConfigDict(dict(
         ndf=64, n_layers=3, spectral_norm=True, norm="instance"))
+    # official --which_model_netD: basic (= "patchgan") or "densenet" (DenseNet-121 body,
+    # BatchNorm, ignores ndf/n_layers/norm; random weights: ImageNet ones are a download)
+    c.discriminator.kind = "patchgan"
 
     c.data = ml_collections.ConfigDict(dict(
         source="sample", dir="", name="", classes=(), train_split="train",
@@ -245,6 +248,7 @@ def validate(config):
     except ValueError as e:
         raise ConfigError(f"config field 'model': {_one_line(e)}") from None
     _choice(config, "discriminator.norm", NORMS)
+    _choice(config, "discriminator.kind", ("patchgan", "densenet"))
     _choice(config, "loss.gan", losses.GANS)
     _choice(config, "loss.guidance_kind", losses.GUIDANCE_KINDS)
     _choice(config, "compute_dtype", _DTYPES)
@@ -278,6 +282,9 @@ def validate(config):
     if not 2 <= shift_layer <= downs - 1:
         raise ConfigError(f"config field 'model.shift_layer' must lie in [2, model.num_downs - 1 = "
                           f"{downs - 1}]; got {shift_layer}")
+    if config.discriminator.kind == "densenet" and config.data.crop_size < 96:
+        raise ConfigError("discriminator.kind 'densenet' needs config field 'data.crop_size' >= 96 "
+                          f"(it downsamples by 32, then a 3x3 conv); got {config.data.crop_size}")
     if config.data.crop_size % 2 ** downs:
         raise ConfigError(f"config field 'data.crop_size' must be a multiple of 2**model.num_downs = "
                           f"{2 ** downs}; got {config.data.crop_size}")

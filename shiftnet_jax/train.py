@@ -46,7 +46,12 @@ def make_models(config):
     """The generator and discriminator that ``config`` describes."""
     dtype = jnp.dtype(config.compute_dtype)
     generator = ShiftNetGenerator(**config.model.to_dict(), dtype=dtype)
-    discriminator = Discriminator(**config.discriminator.to_dict(), dtype=dtype)
+    d_kwargs = config.discriminator.to_dict()
+    if d_kwargs.pop("kind", "patchgan") == "densenet":   # official --which_model_netD densenet
+        from shiftnet_jax.densenet import DenseNetDiscriminator
+
+        return generator, DenseNetDiscriminator(spectral_norm=d_kwargs["spectral_norm"], dtype=dtype)
+    discriminator = Discriminator(**d_kwargs, dtype=dtype)
     return generator, discriminator
 
 

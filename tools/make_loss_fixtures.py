@@ -29,6 +29,13 @@ needed (they run on CPU as they are).
   ``benchmarks/reference_torch.py`` replaces it for timing: the real weights are a
   download) on 2x3x32x32 fake and real images, summed as ``backward_G`` does, and
   their gradients with respect to the fake image.
+
+And ``densenet_d.npz``: the official ``densenet`` discriminator's ``DenseNet`` class
+(spectral norm on, BatchNorm; eval mode) at a small configuration (growth 4, blocks
+(2, 2, 2, 2), 8 initial features, bottleneck factor 2: ``DenseNetDiscrimator`` itself
+builds DenseNet-121 with ImageNet weights, a download) on a 1x3x128x128 image: the
+output, and the gradients of ``sum(output * R)`` for every parameter, state dict
+keys prefixed ``model.`` as in ``DenseNetDiscrimator``.
 """
 
 from __future__ import annotations
@@ -167,6 +174,39 @@ def main():
     path = os.path.join(args.out, "gan_losses.npz")
     np.savez_compressed(path, **arrays)
     print(f"wrote {path} ({os.path.getsize(path)} bytes); commit {commit}, torch {torch.__version__}")
+    path = os.path.join(args.out, "densenet_d.npz")
+    np.savez_compressed(path, **densenet_arrays(networks))
+    print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+
+
+def densenet_arrays(networks):
+    """The official DenseNet discriminator body (its ``DenseNet`` class, spectral norm on,
+    BatchNorm) at a small configuration, eval mode: output and parameter gradients."""
+    net = networks.DenseNet(growth_rate=4, block_config=(2, 2, 2, 2), use_spectral_norm=True,
+                            num_init_features=8, bn_size=2).eval()
+    with torch.no_grad():
+        for name, q in net.named_parameters():
+            if q.dim() == 1:
+                q.add_(torch.randn_like(q) * (0.1 if name.endswith("weight") else 0.05))
+            q.copy_(q.to(torch.bfloat16).float())
+        for name, b in net.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_((torch.randn_like(b) * 0.1).to(torch.bfloat16).float())
+            elif name.endswith("running_var"):
+                b.copy_((1 + torch.rand_like(b)).to(torch.bfloat16).float())
+    image_u8 = torch.randint(0, 256, (1, 3, 128, 128), dtype=torch.uint8)
+    image = (image_u8.numpy() / 127.5 - 1).astype(np.float32)
+    out = net(torch.from_numpy(image))
+    weights = torch.randint(0, 2, out.shape).float() * 2 - 1
+    (out * weights).sum().backward()
+    arrays = {"image_u8": image_u8.numpy(), "output": out.detach().numpy(),
+              "loss_weights": weights.numpy().astype(np.int8)}
+    # Named as the official DenseNetDiscrimator's state dict (its DenseNet is .model).
+    for name, value in net.state_dict().items():
+        arrays[f"state/model.{name}"] = value.numpy()
+    for name, q in net.named_parameters():
+        arrays[f"grad/model.{name}"] = q.grad.numpy()
+    return arrays
 
 
 if __name__ == "__main__":
