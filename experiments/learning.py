@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -161,7 +162,7 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     for variant, overrides in VARIANTS.items():
         for seed in seeds:
-            run_dir = workdir / "ablation" / f"{variant.split()[0]}-{len(overrides)}-seed{seed}"
+            run_dir = workdir / "ablation" / f"{re.sub(r'[^a-z0-9]+', '-', variant).strip('-')}-seed{seed}"
             if run_dir.exists():
                 shutil.rmtree(run_dir)
             train(args.config, run_dir, base + overrides + [
