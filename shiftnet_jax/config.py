@@ -35,8 +35,17 @@ def default_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         ngf=64, num_downs=8, norm="instance", shift_layer=3, feature_hole="nearest",
         triple_weight=1.0, output_channels=3, conv_impl="auto", use_shift=True))
+    # The official generators (shiftnet_jax.variants; official default: unet_shift_triple,
+    # shift_sz 1, mask_thred 1, fuse 0, stride 1). patch_order: ours, soft variants only.
+    c.model.update(dict(variant="shift", shift_sz=1, mask_thred=1, fuse=False, stride=1,
+                        patch_order="spatial"))
+    c.model.add_mask2input = True   # official --add_mask2input 1: the known-pixel channel
+    c.model.spectral_norm = False   # official --use_spectral_norm_G 0
     c.discriminator = ml_collections.ConfigDict(dict(
         ndf=64, n_layers=3, spectral_norm=True, norm="instance"))
+    # official --which_model_netD: basic (= "patchgan") or "densenet" (DenseNet-121 body,
+    # BatchNorm, ignores ndf/n_layers/norm; random weights: ImageNet ones are a download)
+    c.discriminator.kind = "patchgan"
 
     c.data = ml_collections.ConfigDict(dict(
         source="sample", dir="", name="", classes=(), train_split="train",
@@ -49,6 +58,15 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss = ml_collections.ConfigDict(dict(
         l1=1.0, guidance=0.01, adversarial=0.002, gan="vanilla",
         adversarial_start=0))   # steps of reconstruction-only warm-up before the GAN term
+    # WGAN-GP's penalty weight (official --gp_lambda, default 10; used with gan="wgan_gp").
+    c.loss.gp_lambda = 10.0
+    # The official code's extra terms, weights relative to loss.l1 = 1 (its lambda_A = 100):
+    # hole_l1 = mask_weight_G / 100 (official 400 -> 4; the paper: none), discounting
+    # (official 1), tv = tv_weight / 100 (official 0), guidance_kind = constrain (MSE).
+    c.loss.update(dict(hole_l1=0.0, discounting=True, tv=0.0, guidance_kind="mse"))
+    # VGG16 style and content (official style_weight 10 -> 0.1, content_weight 1 -> 0.01;
+    # the paper: none); vgg16: path of a torchvision vgg16 state dict (no download).
+    c.loss.update(dict(style=0.0, content=0.0, vgg16=""))
     c.optim = ml_collections.ConfigDict(dict(
         lr=2e-4, b1=0.5, b2=0.999,
         schedule="constant"))   # or "cosine": decay to 0 at the last step
@@ -214,15 +232,25 @@ def _get(config, key):
 
 def validate(config):
     """Check every value the training run will use; raise :class:`ConfigError` on the first bad one."""
-    from shiftnet_jax import feature_hole, losses, masks, sources
+    from shiftnet_jax import feature_hole, losses, masks, soft_shift, sources, variants
     from shiftnet_jax.conv import IMPLS
     from shiftnet_jax.model import NORMS
 
     _choice(config, "model.norm", NORMS)
     _choice(config, "model.feature_hole", feature_hole.METHODS)
     _choice(config, "model.conv_impl", IMPLS)
+    _choice(config, "model.variant", tuple(variants.VARIANTS))
+    _choice(config, "model.patch_order", soft_shift.PATCH_ORDERS)
+    try:
+        m = config.model
+        variants.check_options(m.variant, m.shift_sz, m.mask_thred, m.stride, m.patch_order,
+                               m.shift_layer)
+    except ValueError as e:
+        raise ConfigError(f"config field 'model': {_one_line(e)}") from None
     _choice(config, "discriminator.norm", NORMS)
+    _choice(config, "discriminator.kind", ("patchgan", "densenet"))
     _choice(config, "loss.gan", losses.GANS)
+    _choice(config, "loss.guidance_kind", losses.GUIDANCE_KINDS)
     _choice(config, "compute_dtype", _DTYPES)
     _choice(config, "data.source", sources.SOURCES)
     _choice(config, "optim.schedule", ("constant", "cosine"))
@@ -236,8 +264,13 @@ def validate(config):
     for key in ("num_steps", "sample_every", "checkpoint_every", "eval_batches", "eval_every",
                 "loss.adversarial_start", "data.load_size",
                 "data.num_workers", "data.prefetch", "optim.lr", "loss.l1", "loss.guidance",
-                "loss.adversarial"):
+                "loss.adversarial", "loss.gp_lambda", "loss.hole_l1", "loss.tv", "loss.style",
+                "loss.content"):
         _at_least(config, key, 0)
+    if (config.loss.style or config.loss.content) and not os.path.isfile(
+            os.path.expanduser(config.loss.vgg16)):
+        raise ConfigError("config fields 'loss.style' / 'loss.content' need 'loss.vgg16': the path "
+                          f"of a torchvision vgg16 state dict (got {config.loss.vgg16!r})")
     if config.optim.schedule == "cosine" and not config.num_steps:
         raise ConfigError("optim.schedule 'cosine' needs config field 'num_steps' (> 0)")
     if not config.num_steps and not config.num_epochs > 0:
@@ -249,6 +282,9 @@ def validate(config):
     if not 2 <= shift_layer <= downs - 1:
         raise ConfigError(f"config field 'model.shift_layer' must lie in [2, model.num_downs - 1 = "
                           f"{downs - 1}]; got {shift_layer}")
+    if config.discriminator.kind == "densenet" and config.data.crop_size < 96:
+        raise ConfigError("discriminator.kind 'densenet' needs config field 'data.crop_size' >= 96 "
+                          f"(it downsamples by 32, then a 3x3 conv); got {config.data.crop_size}")
     if config.data.crop_size % 2 ** downs:
         raise ConfigError(f"config field 'data.crop_size' must be a multiple of 2**model.num_downs = "
                           f"{2 ** downs}; got {config.data.crop_size}")

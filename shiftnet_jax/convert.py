@@ -10,6 +10,12 @@ level; its ``state_dict`` names encode the nesting::
     shift level: .7 up conv, .8 up norm     (.5/.6 are the InnerCos/shift layers)
     innermost:  .1 down conv, .3 up conv, .4 up norm
 
+Variants (``shiftnet_jax.variants``): ``res_unet_shift_triple`` adds the shift
+level's residual block at ``.6.res_net.{0,3}``; the patch soft variants have
+exactly the keys of the hard ones; ``face_unet_shift_triple`` names its layers
+``e1_c .. e8_c`` / ``e{2..7}_norm`` (encoder) and ``d1_dc .. d8_dc`` /
+``d{1..7}_norm`` (decoder, innermost first), with a 6x6 ``e3_c``.
+
 Layouts: Conv2d (O, I, kH, kW) -> Flax (kH, kW, I, O); ConvTranspose2d
 (I, O, kH, kW) -> (kH, kW, I, O) flipped in space (Flax's transposed conv is a
 plain conv over the dilated input).
@@ -87,7 +93,67 @@ def _conv_transpose(w):
     return np.ascontiguousarray(np.transpose(w, (2, 3, 0, 1))[::-1, ::-1])
 
 
-def from_torch_state_dict(state: Mapping[str, np.ndarray], norm: str | None = None):
+def _weight(state, prefix):
+    """A conv's weight name: ``weight``, or ``weight_orig`` under spectral norm."""
+    return prefix + ("weight_orig" if prefix + "weight_orig" in state else "weight")
+
+
+def _spectral_v(v, shape, transposed: bool):
+    """PyTorch's spectral-norm ``v`` (I kH kW, in its weight's order) -> our kernel's row
+    order (kH kW I; the transposed conv's kernel is flipped in space)."""
+    i, kh, kw = (shape[0] if transposed else shape[1]), shape[2], shape[3]
+    v = v.reshape(i, kh, kw)
+    if transposed:
+        v = v[:, ::-1, ::-1]
+    return np.ascontiguousarray(v.transpose(1, 2, 0)).reshape(-1)
+
+
+def _face_layers():
+    """The official FaceUnetGenerator's names: e1_c .. e8_c, d1_dc .. d8_dc (8 levels)."""
+    layers = {}
+    for level in range(8):
+        enc, dec = f"e{level + 1}_", f"d{8 - level}_"
+        layers[level] = {"down_conv": enc + "c.", "up_conv": dec + "dc."}
+        if 0 < level < 7:
+            layers[level]["down_norm"] = enc + "norm."
+        if level > 0:
+            layers[level]["up_norm"] = dec + "norm."
+    return layers
+
+
+def _res_prefix(prefixes, shift_level):
+    """Torch prefix of the res variants' residual block (``.6.res_net``)."""
+    return prefixes[shift_level] + "6.res_net."
+
+
+def detect_variant(names, variant=None):
+    """The variant the keys show, or ``variant`` if the keys allow it; ValueError otherwise.
+
+    Face and res keys are their own; the patch soft variants have exactly the keys of
+    the hard ones (shift -> patch_soft, res -> res_patch_soft), so those are told
+    apart only by ``variant``.
+    """
+    from shiftnet_jax.variants import OFFICIAL_TO_VARIANT, VARIANTS
+
+    variant = OFFICIAL_TO_VARIANT.get(variant, variant)
+    if variant is not None and variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r} (one of {', '.join(VARIANTS)})")
+    if "e1_c.weight" in names:
+        found, allowed = "face", ("face",)
+    elif any(".res_net." in n for n in names):
+        found, allowed = "res", ("res", "res_patch_soft")
+    else:
+        found, allowed = "shift", ("shift", "patch_soft")
+    if variant is None:
+        return found
+    if variant not in allowed:
+        raise ValueError(f"the keys are those of {VARIANTS[found]}, which --variant "
+                         f"{variant} does not have (possible: {', '.join(allowed)})")
+    return variant
+
+
+def from_torch_state_dict(state: Mapping[str, np.ndarray], norm: str | None = None,
+                          variant: str | None = None):
     """Map a reference generator ``state_dict`` to ``(model_kwargs, variables)``.
 
     Args:
@@ -97,28 +163,43 @@ def from_torch_state_dict(state: Mapping[str, np.ndarray], norm: str | None = No
         ``num_batches_tracked`` counters, else "instance" (the reference default):
         checkpoints older than PyTorch 0.4 carry running statistics for
         InstanceNorm too, so those alone cannot tell the two apart.
+      variant: a ``ShiftNetGenerator`` variant (or official generator name); by
+        default the one the keys show (:func:`detect_variant`).
 
     Returns:
       model_kwargs: ``ShiftNetGenerator`` arguments (ngf, num_downs, norm,
-        shift_layer, output_channels).
+        shift_layer, output_channels, and ``variant`` unless "shift").
       variables: ``{"params": ...}`` plus ``{"batch_stats": ...}`` for BatchNorm
         checkpoints that hold running statistics.
     """
     state = {k[len("module."):] if k.startswith("module.") else k: np.asarray(v)
              for k, v in state.items()}
     names = [n for n in state if not IGNORED.search(n)]
-    first, outer_up = _conv_weight(state, "model.model.0.weight"), _conv_weight(state, "model.model.3.weight")
-    prefixes = _level_prefixes(names)
-    if len(prefixes) > MAX_LEVELS:
-        raise ValueError(f"{len(prefixes)} U-Net levels; more than {MAX_LEVELS} is not a Shift-Net generator")
-    layers, shift_level = _layer_names(prefixes, names)
+    variant = detect_variant(names, variant)
+    if variant == "face":
+        layers, shift_level, res = _face_layers(), 2, None
+        first, outer_up = _conv_weight(state, _weight(state, "e1_c.")), \
+            _conv_weight(state, _weight(state, "d8_dc."))
+    else:
+        first = _conv_weight(state, _weight(state, "model.model.0."))
+        outer_up = _conv_weight(state, _weight(state, "model.model.3."))
+        prefixes = _level_prefixes(names)
+        if len(prefixes) > MAX_LEVELS:
+            raise ValueError(f"{len(prefixes)} U-Net levels; more than {MAX_LEVELS} is not a "
+                             "Shift-Net generator")
+        layers, shift_level = _layer_names(prefixes, names)
+        res = _res_prefix(prefixes, shift_level) if variant.startswith("res") else None
     if norm is None:
         norm = "batch" if any(n.endswith("num_batches_tracked") for n in state) else "instance"
     if norm not in ("instance", "batch"):
         raise ValueError(f"norm must be 'instance' or 'batch', got {norm!r}")
-    kwargs = dict(ngf=int(first.shape[0]), num_downs=len(prefixes),
+    kwargs = dict(ngf=int(first.shape[0]), num_downs=len(layers),
                   norm=norm, shift_layer=shift_level + 1,
                   output_channels=int(outer_up.shape[1]))
+    if variant != "shift":
+        kwargs["variant"] = variant
+    if first.shape[1] == 3:   # trained with --add_mask2input 0: RGB input only
+        kwargs["add_mask2input"] = False
 
     params, stats, used = {}, {}, set()
 
@@ -138,7 +219,15 @@ def from_torch_state_dict(state: Mapping[str, np.ndarray], norm: str | None = No
             module = f"{direction}_{level}"
             conv_name = layer[f"{direction}_conv"]
             convert = _conv if direction == "down" else _conv_transpose
-            params.setdefault(module, {})["conv"] = {"kernel": take(conv_name + "weight", convert)}
+            # Spectral norm (--use_spectral_norm_G) stores weight_orig, weight_u, weight_v.
+            weight = _weight(state, conv_name)
+            spectral = weight.endswith("_orig")
+            params.setdefault(module, {})["conv"] = {"kernel": take(weight, convert)}
+            if spectral and conv_name + "weight_u" in state:   # (absent from gradients)
+                stats.setdefault(module, {})["sn"] = {
+                    "u": take(conv_name + "weight_u"),
+                    "v": _spectral_v(take(conv_name + "weight_v"), state[weight].shape,
+                                     transposed=direction == "up")}
             if conv_name + "bias" in state:
                 params[module]["conv"]["bias"] = take(conv_name + "bias")
             norm_name = layer.get(f"{direction}_norm")
@@ -151,6 +240,13 @@ def from_torch_state_dict(state: Mapping[str, np.ndarray], norm: str | None = No
                 stats.setdefault(module, {})["norm"] = {
                     "mean": take(norm_name + "running_mean"),
                     "var": take(norm_name + "running_var")}
+    if res is not None:   # the residual block's two 3x3 convs (its norms have no parameters)
+        params["shift_level"] = {"res": {
+            f"conv_{i}": {"kernel": take(f"{res}{index}.weight", _conv),
+                          "bias": take(f"{res}{index}.bias")}
+            for i, index in enumerate((0, 3))}}
+    if any(n.endswith("weight_orig") for n in names):
+        kwargs["spectral_norm"] = True
     unknown = sorted(set(names) - used)
     if unknown:
         raise ValueError(f"unexpected entries in the state dict: {', '.join(unknown[:5])}"
@@ -168,12 +264,16 @@ def to_torch_state_dict(model_kwargs, variables):
     """
     levels = model_kwargs["num_downs"]
     shift_level = model_kwargs["shift_layer"] - 1
+    variant = model_kwargs.get("variant", "shift")
     prefix, prefixes = "model.model.1.model.", {0: "model.model."}
     for level in range(1, levels):
         prefixes[level] = prefix
         prefix += "3.model."
-    names = [prefixes[shift_level] + "7.weight"] + [p + "1." for p in prefixes.values()]
-    layers, _ = _layer_names(prefixes, names)
+    if variant == "face":
+        layers = _face_layers()
+    else:
+        names = [prefixes[shift_level] + "7.weight"] + [p + "1." for p in prefixes.values()]
+        layers, _ = _layer_names(prefixes, names)
     params = variables.get("params", {})
     stats = variables.get("batch_stats", {})
     state = {}
@@ -196,6 +296,13 @@ def to_torch_state_dict(model_kwargs, variables):
             if norm_name and "norm" in stats.get(module, {}):
                 state[norm_name + "running_mean"] = np.asarray(stats[module]["norm"]["mean"])
                 state[norm_name + "running_var"] = np.asarray(stats[module]["norm"]["var"])
+    if variant.startswith("res"):
+        res = _res_prefix(prefixes, shift_level)
+        for i, index in enumerate((0, 3)):
+            conv = params["shift_level"]["res"][f"conv_{i}"]
+            state[f"{res}{index}.weight"] = np.ascontiguousarray(
+                np.transpose(np.asarray(conv["kernel"]), (3, 2, 0, 1)))
+            state[f"{res}{index}.bias"] = np.asarray(conv["bias"])
     return state
 
 
@@ -228,7 +335,8 @@ def check_variables(model_kwargs, variables):
                              f"{tuple(want[path].shape)} {want[path].dtype}")
 
 
-def load_torch_checkpoint(path, norm: str | None = None, *, check: bool = True):
+def load_torch_checkpoint(path, norm: str | None = None, *, variant: str | None = None,
+                          check: bool = True):
     """Read a reference ``*_net_G.pth`` (zip or legacy format) without torch.
 
     Nothing pickled is executed: see :mod:`shiftnet_jax.torch_pickle`.
@@ -243,7 +351,7 @@ def load_torch_checkpoint(path, norm: str | None = None, *, check: bool = True):
 
     state = read_torch_state_dict(path)
     try:
-        kwargs, variables = from_torch_state_dict(state, norm=norm)
+        kwargs, variables = from_torch_state_dict(state, norm=norm, variant=variant)
         if check:
             check_variables(kwargs, variables)
         return kwargs, variables
@@ -294,10 +402,35 @@ def main(argv=None):
                         help="feature-level hole rule to store with the model")
     parser.add_argument("--norm", choices=("instance", "batch"), default=None,
                         help="the generator's norm (default: guessed, see from_torch_state_dict)")
+    parser.add_argument("--variant", default=None, metavar="NAME",
+                        help="the generator: shift, res, patch_soft, res_patch_soft, face "
+                             "(or the official --which_model_netG name). Default: what the "
+                             "keys show; patch_soft and res_patch_soft have the keys of shift "
+                             "and res, so name them")
+    parser.add_argument("--shift-sz", type=int, default=1,
+                        help="the official --shift_sz the model was trained with (default 1)")
+    parser.add_argument("--mask-thred", type=int, default=1,
+                        help="the official --mask_thred (default 1)")
+    parser.add_argument("--fuse", type=int, choices=(0, 1), default=0,
+                        help="the official --fuse of the patch soft variants (default 0)")
+    parser.add_argument("--patch-order", choices=("reference", "spatial"), default="reference",
+                        help="soft shift patches as the official code orders them (default, to "
+                             "reproduce its outputs) or as the method describes them")
     args = parser.parse_args(argv)
     try:
-        kwargs, variables = load_torch_checkpoint(args.checkpoint, norm=args.norm)
+        from shiftnet_jax.variants import SOFT, VARIANTS
+
+        kwargs, variables = load_torch_checkpoint(args.checkpoint, norm=args.norm,
+                                                  variant=args.variant)
+        variant = kwargs.get("variant", "shift")
         kwargs["feature_hole"] = args.feature_hole
+        if (args.shift_sz, args.mask_thred) != (1, 1):
+            kwargs.update(shift_sz=args.shift_sz, mask_thred=args.mask_thred)
+        if variant in SOFT:
+            kwargs.update(fuse=bool(args.fuse), patch_order=args.patch_order)
+        from shiftnet_jax.variants import check_options
+        check_options(variant, args.shift_sz, args.mask_thred, 1, args.patch_order,
+                      kwargs["shift_layer"])
         _write_atomically(args.out_dir, kwargs, variables, str(args.checkpoint))
     except (ValueError, OSError) as e:  # CheckpointError is a ValueError
         detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
@@ -310,6 +443,10 @@ def main(argv=None):
         print(one_line(f"error: {_file_name(args.checkpoint)}: conversion failed "
                        f"({type(e).__name__}: {str(e)[:200]})", 320), file=sys.stderr)
         return 1
+    same = {"shift": "patch_soft", "res": "res_patch_soft"}.get(variant)
+    note = (f" (the keys of {VARIANTS[same]} are the same: convert with --variant {same} "
+            "for one)") if args.variant is None and same else ""
+    print(f"found {VARIANTS[variant]}{note}")
     print(f"wrote {args.out_dir}: {kwargs}")
     return 0
 

@@ -142,9 +142,19 @@ def _mask_paths(paths) -> list[str]:
     return found
 
 
-def _files_fn(paths, threshold: float = image_io.MASK_THRESHOLD) -> MaskFn:
-    """Masks from files, loaded once, one chosen per call and resized (nearest) to ``size``."""
+def _files_fn(paths, threshold: float = image_io.MASK_THRESHOLD, min_ratio: float = 0.0,
+              max_ratio: float = 1.0) -> MaskFn:
+    """Masks from files, loaded once, one chosen per call and resized (nearest) to ``size``.
+
+    Only masks whose hole covers ``min_ratio`` to ``max_ratio`` of the image are kept (the
+    official random-mask models were trained on partial-conv masks of 20-30 %)."""
     loaded = [load_mask_image(p, threshold=threshold) for p in _mask_paths(paths)]
+    ratios = [hole_ratio(m) for m in loaded]
+    kept = [m for m, r in zip(loaded, ratios) if min_ratio <= r <= max_ratio]
+    if not kept:
+        raise ValueError(f"no mask in {paths!r} has a hole ratio in [{min_ratio}, {max_ratio}] "
+                         f"(their ratios: {min(ratios):.3f} to {max(ratios):.3f})")
+    loaded = kept
 
     def fn(rng: np.random.Generator, size) -> np.ndarray:
         check_rng(rng)
@@ -251,11 +261,13 @@ def make_mask_fn(spec) -> MaskFn:
                              "or kind=weight pairs such as mix:center=1,strokes=2")
         return _mixture_fn(*_mixture_parts(kinds or _DEFAULT_MIX))
     if kind == "files":
-        extra = sorted(set(options) - {"paths", "threshold"})
+        extra = sorted(set(options) - {"paths", "threshold", "min_ratio", "max_ratio"})
         if extra or "paths" not in options:
-            raise ValueError("mask kind 'files' takes the options 'paths' (a folder or a list of files) "
-                             "and 'threshold' (8-bit strength above which a pixel is a hole, default 0)")
-        return _files_fn(options["paths"], options.get("threshold", image_io.MASK_THRESHOLD))
+            raise ValueError("mask kind 'files' takes the options 'paths' (a folder or a list of files), "
+                             "'threshold' (8-bit strength above which a pixel is a hole, default 0) "
+                             "and 'min_ratio', 'max_ratio' (keep masks whose hole covers that share)")
+        return _files_fn(options["paths"], options.get("threshold", image_io.MASK_THRESHOLD),
+                         float(options.get("min_ratio", 0.0)), float(options.get("max_ratio", 1.0)))
 
     generator = _GENERATORS[kind]
     _options(generator, options, kind)

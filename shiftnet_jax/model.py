@@ -30,7 +30,8 @@ import jax.numpy as jnp
 from shiftnet_jax.conv import Conv4x4
 from shiftnet_jax.feature_hole import METHODS as FEATURE_HOLE_METHODS
 from shiftnet_jax.feature_hole import feature_hole
-from shiftnet_jax.shift import shift
+from shiftnet_jax.spectral import SpectralNorm
+from shiftnet_jax.variants import ShiftLevel, check_options
 
 NORMS = ("instance", "batch")
 # The reference initialises conv weights with N(0, 0.02), BatchNorm scales with
@@ -72,13 +73,22 @@ class Down(nn.Module):
     norm: str | None
     conv_impl: str = "auto"
     dtype: Any = jnp.float32
+    kernel_size: int = 4   # 6 for the face variant's level 2 (padding 2: same output size)
+    spectral_norm: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         if self.activation:
             x = nn.leaky_relu(x, 0.2)
-        x = Conv4x4(self.features, impl=self.conv_impl, dtype=self.dtype,
-                    kernel_init=conv_init, name="conv")(x)
+        if self.kernel_size == 4:
+            conv = Conv4x4(self.features, impl=self.conv_impl, dtype=self.dtype,
+                           kernel_init=conv_init, name="conv")
+        else:
+            pad = (self.kernel_size - 2) // 2
+            conv = nn.Conv(self.features, (self.kernel_size,) * 2, strides=(2, 2),
+                           padding=((pad, pad), (pad, pad)), dtype=self.dtype,
+                           kernel_init=conv_init, name="conv")
+        x = SpectralNorm(conv, name="sn")(x, train) if self.spectral_norm else conv(x)
         if self.norm:
             x = make_norm(self.norm, train, self.dtype, "norm")(x)
         return x
@@ -91,13 +101,15 @@ class Up(nn.Module):
     norm: str | None
     conv_impl: str = "auto"
     dtype: Any = jnp.float32
+    spectral_norm: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         # = nn.ConvTranspose(padding=2): padding k-1-p = 2 on the 2x-dilated input is
         # PyTorch's ConvTranspose2d(4, 2, 1) with the kernel flipped (see convert.py).
-        x = Conv4x4(self.features, transpose=True, impl=self.conv_impl, dtype=self.dtype,
-                    kernel_init=conv_init, name="conv")(x)
+        conv = Conv4x4(self.features, transpose=True, impl=self.conv_impl, dtype=self.dtype,
+                       kernel_init=conv_init, name="conv")
+        x = SpectralNorm(conv, name="sn")(x, train) if self.spectral_norm else conv(x)
         if self.norm:
             x = make_norm(self.norm, train, self.dtype, "norm")(x)
         return x
@@ -122,6 +134,16 @@ class ShiftNetGenerator(nn.Module):
       use_shift: False gives the same U-Net without the shift (the official code's
         ``unet_256``, the paper's ablation): the shift level concatenates only
         [decoded, encoded]. Its features are still returned for the guidance loss.
+      variant: the official generator it is (``shiftnet_jax.variants.VARIANTS``):
+        "shift", "res", "patch_soft", "res_patch_soft" or "face".
+      shift_sz, mask_thred, fuse, stride: the official options of the same names
+        (patch size of the soft shift, hole positions a patch may hold, score
+        fusion, stride; see :mod:`shiftnet_jax.soft_shift`).
+      patch_order: soft shift patches as the official code orders them
+        ("reference", for its checkpoints) or as the method describes ("spatial").
+      add_mask2input: append the known-pixel channel to the input (official default).
+      spectral_norm: spectral normalisation of every U-Net conv, PyTorch's semantics
+        (the official ``--use_spectral_norm_G``; :mod:`shiftnet_jax.spectral`).
     """
 
     ngf: int = 64
@@ -135,6 +157,14 @@ class ShiftNetGenerator(nn.Module):
     shift_tile: int | None = None
     conv_impl: str = "auto"
     use_shift: bool = True
+    variant: str = "shift"
+    shift_sz: int = 1
+    mask_thred: int = 1
+    fuse: bool = False
+    stride: int = 1
+    patch_order: str = "spatial"
+    add_mask2input: bool = True
+    spectral_norm: bool = False
 
     def setup(self):
         if self.norm not in NORMS:
@@ -145,17 +175,25 @@ class ShiftNetGenerator(nn.Module):
         if not 2 <= self.shift_layer <= self.num_downs - 1:
             raise ValueError(f"shift_layer must lie in [2, num_downs - 1 = "
                              f"{self.num_downs - 1}], got {self.shift_layer}")
+        check_options(self.variant, self.shift_sz, self.mask_thred, self.stride,
+                      self.patch_order, self.shift_layer)
         widths = self.widths
         last = self.num_downs - 1
         # Unlike pix2pix, the reference gives every generator conv a bias, also
         # before a norm (where it is inert) and with BatchNorm.
         self.down = [
             Down(widths[i], activation=i > 0, norm=None if i in (0, last) else self.norm,
-                 conv_impl=self.conv_impl, dtype=self.dtype, name=f"down_{i}")
+                 conv_impl=self.conv_impl, dtype=self.dtype, name=f"down_{i}",
+                 kernel_size=6 if self.variant == "face" and i == 2 else 4,
+                 spectral_norm=self.spectral_norm)
             for i in range(self.num_downs)]
+        self.shift_level = ShiftLevel(
+            self.variant, self.use_shift, self.triple_weight, self.shift_tile, self.shift_sz,
+            self.mask_thred, self.fuse, self.stride, self.patch_order, self.dtype)
         self.up = [
             Up(widths[i - 1] if i else self.output_channels, norm=self.norm if i else None,
-               conv_impl=self.conv_impl, dtype=self.dtype, name=f"up_{i}")
+               conv_impl=self.conv_impl, dtype=self.dtype, name=f"up_{i}",
+               spectral_norm=self.spectral_norm)
             for i in range(self.num_downs)]
 
     @property
@@ -163,7 +201,8 @@ class ShiftNetGenerator(nn.Module):
         return [self.ngf * min(2 ** i, 8) for i in range(self.num_downs)]
 
     def _input(self, image, hole, zero_fill: bool):
-        """[RGB with the hole zero-filled (or not), 1 on known pixels]: (B, H, W, 4)."""
+        """[RGB with the hole zero-filled (or not), 1 on known pixels]: (B, H, W, 4) (3 without
+        ``add_mask2input``)."""
         if image.ndim != 4 or image.shape[-1] != 3:
             raise ValueError(f"image must be (B, H, W, 3), got shape {image.shape}")
         if hole.ndim == 3:
@@ -178,6 +217,8 @@ class ShiftNetGenerator(nn.Module):
         known = 1.0 - hole.astype(self.dtype)
         image = image.astype(self.dtype)
         rgb = image * known if zero_fill else image
+        if not self.add_mask2input:   # the official --add_mask2input 0: RGB only
+            return rgb, hole
         return jnp.concatenate([rgb, known], axis=-1), hole
 
     def encode(self, image, hole, *, levels: int | None = None, zero_fill: bool = True,
@@ -203,10 +244,11 @@ class ShiftNetGenerator(nn.Module):
                             train=train)
         return nn.relu(skips[-1])
 
-    def decode(self, skips, hole, *, train: bool = False):
+    def decode(self, skips, hole, *, flipped=None, train: bool = False):
         """Decode encoder features; ``hole`` is the pixel hole (B, H, W, 1).
 
-        Returns (output (B, H, W, C_out) in [-1, 1], ShiftFeatures).
+        ``flipped``: the face variant's encoder features of the flipped input at the
+        shift level (B, h, w, C). Returns (output (B, H, W, C_out) in [-1, 1], ShiftFeatures).
         """
         k = self.shift_layer - 1
         x = nn.relu(skips[-1])
@@ -217,11 +259,9 @@ class ShiftNetGenerator(nn.Module):
                 if i == k:
                     small_hole = feature_hole(hole, self.shift_layer, self.feature_hole)
                     features = ShiftFeatures(decoded, encoded, small_hole)
-                    parts = [decoded, encoded]
-                    if self.use_shift:
-                        parts.append(shift(decoded, encoded, small_hole,
-                                           triple_weight=self.triple_weight, tile=self.shift_tile))
-                    x = jnp.concatenate(parts, axis=-1)
+                    # The flipped image's hole is the flipped feature hole (as the official code).
+                    x = self.shift_level(decoded, encoded, small_hole, flipped,
+                                         small_hole[:, :, ::-1])
                 else:
                     x = jnp.concatenate([decoded, encoded], axis=-1)
             x = self.up[i](x, train)
@@ -235,8 +275,13 @@ class ShiftNetGenerator(nn.Module):
         composited; with ``return_features`` also the :class:`ShiftFeatures`.
         """
         _, hole = self._input(image, hole, True)
+        flipped = None
+        if self.variant == "face" and self.use_shift:
+            # The official face model's first pass, on the flipped masked image.
+            flipped = nn.relu(self.encode(image[:, :, ::-1], hole[:, :, ::-1],
+                                          levels=self.shift_layer, train=train)[-1])
         output, features = self.decode(self.encode(image, hole, train=train), hole,
-                                       train=train)
+                                       flipped=flipped, train=train)
         return (output, features) if return_features else output
 
 

@@ -17,6 +17,7 @@ One step (as the reference orders it, but with one generator forward):
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import flax.struct
@@ -27,7 +28,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from shiftnet_jax import losses, metrics
+from shiftnet_jax import losses, metrics, vgg
 from shiftnet_jax.model import Discriminator, ShiftNetGenerator
 
 
@@ -45,7 +46,12 @@ def make_models(config):
     """The generator and discriminator that ``config`` describes."""
     dtype = jnp.dtype(config.compute_dtype)
     generator = ShiftNetGenerator(**config.model.to_dict(), dtype=dtype)
-    discriminator = Discriminator(**config.discriminator.to_dict(), dtype=dtype)
+    d_kwargs = config.discriminator.to_dict()
+    if d_kwargs.pop("kind", "patchgan") == "densenet":   # official --which_model_netD densenet
+        from shiftnet_jax.densenet import DenseNetDiscriminator
+
+        return generator, DenseNetDiscriminator(spectral_norm=d_kwargs["spectral_norm"], dtype=dtype)
+    discriminator = Discriminator(**d_kwargs, dtype=dtype)
     return generator, discriminator
 
 
@@ -73,6 +79,12 @@ def create_state(config, image_size: int) -> TrainState:
     tx = make_optimizer(config)
     return TrainState(step=jnp.zeros((), jnp.int32), generator=g_vars, discriminator=d_vars,
                       g_opt=tx.init(g_vars["params"]), d_opt=tx.init(d_vars["params"]))
+
+
+@functools.lru_cache(maxsize=2)
+def _vgg16(path):
+    """The VGG16 weights of the style/content losses, read once per file."""
+    return vgg.load_vgg16(path)
 
 
 def _apply_generator(generator, g_vars, params, image, hole):
@@ -114,7 +126,14 @@ def train_step(state: TrainState, batch, *, config):
         variables = {"params": params, **upd}
         fake_logits, upd = discriminator.apply(variables, jax.lax.stop_gradient(fake),
                                                train=True, mutable=["batch_stats"])
-        return losses.discriminator_loss(real_logits, fake_logits, gan), upd
+        loss = losses.discriminator_loss(real_logits, fake_logits, gan)
+        if gan == "wgan_gp":   # one mixing weight per image, new every step
+            alpha = jax.random.uniform(jax.random.fold_in(jax.random.key(config.seed), state.step),
+                                       (image.shape[0],))
+            critic = lambda x: discriminator.apply({"params": params, **upd}, x, train=True,
+                                                   mutable=["batch_stats"])[0]
+            loss = loss + weights.gp_lambda * losses.gradient_penalty(critic, image, fake, alpha)
+        return loss, upd
 
     # 3. Discriminator update on real vs. detached fake; skipped altogether (no
     # compute) by a reconstruction-only config.
@@ -131,14 +150,31 @@ def train_step(state: TrainState, batch, *, config):
     # 4. Generator loss against the updated discriminator, pulled back through G.
     def g_loss_fn(output, decoded):
         parts = {"l1": losses.l1(output, image),
-                 "guidance": losses.guidance(decoded, target, feature_hole),
+                 "guidance": losses.guidance(decoded, target, feature_hole, weights.guidance_kind),
                  "g_adversarial": jnp.zeros(())}
         if adversarial:
             fake = metrics.composite(output, image, hole)
             fake_logits, _ = discriminator.apply(d_vars, fake, train=True, mutable=["batch_stats"])
-            parts["g_adversarial"] = losses.generator_adversarial_loss(fake_logits, gan)
+            # Relativistic losses compare with the (updated) discriminator's real logits.
+            real_logits = (discriminator.apply(d_vars, image, train=True,
+                                               mutable=["batch_stats"])[0]
+                           if gan in losses.RELATIVISTIC else None)
+            parts["g_adversarial"] = losses.generator_adversarial_loss(fake_logits, gan,
+                                                                       real_logits)
         total = (weights.l1 * parts["l1"] + weights.guidance * parts["guidance"]
                  + adversarial_weight * parts["g_adversarial"])
+        # The official code's optional terms, computed (and logged) only when weighted.
+        if weights.hole_l1:
+            parts["hole_l1"] = losses.discounted_hole_l1(output, image, hole,
+                                                         discounting=weights.discounting)
+            total = total + weights.hole_l1 * parts["hole_l1"]
+        if weights.tv:
+            parts["tv"] = losses.total_variation(output * hole)
+            total = total + weights.tv * parts["tv"]
+        if weights.style or weights.content:   # on the raw output, as the official code
+            parts["style"], parts["content"] = vgg.style_and_content(
+                _vgg16(os.path.expanduser(weights.vgg16)), output, image)
+            total = total + weights.style * parts["style"] + weights.content * parts["content"]
         return total, parts
 
     (g_loss, parts), cotangents = jax.value_and_grad(g_loss_fn, argnums=(0, 1),

@@ -33,7 +33,7 @@ def test_overrides_are_typed_like_their_defaults():
     ("batch_size", "2.5", "takes an integer"),
     ("distributed", "maybe", "takes true or false"),
     ("optim.lr", "fast", "takes a number"),
-    ("model", "3", "is a group; set one of its fields: model.conv_impl"),
+    ("model", "3", "is a group; set one of its fields: model.add_mask2input"),
 ])
 def test_bad_overrides_name_the_field_and_what_it_accepts(key, text, message):
     with pytest.raises(C.ConfigError) as e:
@@ -42,7 +42,7 @@ def test_bad_overrides_name_the_field_and_what_it_accepts(key, text, message):
 
 
 @pytest.mark.parametrize("key, text, message", [
-    ("loss.gan", "wgan", "'loss.gan' must be one of vanilla, lsgan, hinge; got 'wgan'"),
+    ("loss.gan", "wgan", "'loss.gan' must be one of vanilla, lsgan, hinge, wgan_gp, re_s_gan, re_avg_gan; got 'wgan'"),
     ("compute_dtype", "float16", "must be one of float32, bfloat16"),
     ("model.norm", "group", "must be one of instance, batch"),
     ("data.source", "web", "must be one of sample, folder, paris, tfds, places"),

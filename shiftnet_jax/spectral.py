@@ -1,0 +1,55 @@
+"""Spectral normalisation of a conv's kernel with PyTorch's semantics
+(``torch.nn.utils.spectral_norm``, the official ``--use_spectral_norm_G``).
+
+The kernel (kH, kW, I, O) is used as ``W / sigma`` with ``W`` the (O, kH kW I)
+matrix and ``sigma`` its largest singular value, estimated from two stored
+vectors ``u`` (O,) and ``v`` (kH kW I,) (collection ``batch_stats``):
+
+* evaluation: ``sigma = u . W v`` with the stored vectors, as PyTorch in eval
+  mode (Flax's ``nn.SpectralNorm`` runs a power iteration every call instead);
+* training: one power iteration first, ``v = n(W^T u)``, ``u = n(W v)`` with
+  ``n(x) = x / max(|x|, 1e-12)`` and no gradient, then the same ``sigma`` (whose
+  gradient reaches ``W``), and the new ``u``, ``v`` are stored.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+EPS = 1e-12
+
+
+def _normalise(x):
+    return x / jnp.maximum(jnp.linalg.norm(x), EPS)
+
+
+class SpectralNorm(nn.Module):
+    """Wraps ``layer_instance`` (a module with a ``kernel`` parameter whose last axis is
+    the output); call as ``SpectralNorm(conv)(x, update_stats=train)``."""
+
+    layer_instance: nn.Module
+
+    @nn.compact
+    def __call__(self, x, update_stats: bool = False):
+        def normalise(variables):
+            kernel = variables["params"]["kernel"]
+            w = kernel.reshape(-1, kernel.shape[-1]).T.astype(jnp.float32)     # (O, in)
+            u = self.variable("batch_stats", "u", lambda: _normalise(
+                jax.random.normal(self.make_rng("params"), (w.shape[0],))))
+            v = self.variable("batch_stats", "v", lambda: _normalise(
+                jax.random.normal(self.make_rng("params"), (w.shape[1],))))
+            u_value, v_value = u.value, v.value
+            if update_stats:
+                wc = jax.lax.stop_gradient(w)
+                v_value = _normalise(wc.T @ u_value)
+                u_value = _normalise(wc @ v_value)
+                if not self.is_initializing():
+                    u.value, v.value = u_value, v_value
+            sigma = u_value @ (w @ v_value)
+            params = dict(variables["params"], kernel=(kernel / sigma).astype(kernel.dtype))
+            return {**variables, "params": params}
+
+        return nn.map_variables(lambda layer: layer(x), "params", trans_in_fn=normalise,
+                                init=self.is_initializing(), mutable=True)(self.layer_instance)

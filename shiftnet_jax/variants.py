@@ -1,0 +1,126 @@
+"""The official generator variants: what the shift level feeds its up conv.
+
+One registry, ``VARIANTS``: our ``ShiftNetGenerator(variant=...)`` name -> the
+official ``--which_model_netG``. All share the U-Net of ``model.py``; they
+differ at the shift level (features at ``H / 2**shift_layer``, decoder part
+``d`` and encoder skip ``e``, both after ReLU, the hole ``m`` there):
+
+* ``shift`` (``unet_shift_triple``): ``[d, e, shift(d, e)]``, 3C channels.
+* ``res`` (``res_unet_shift_triple``): ``r = ResBlock([d, d * shift(d, e)])``,
+  then ``[d + r, e]``, 2C channels. ``ResBlock`` is conv3x3 -> InstanceNorm ->
+  ReLU -> conv3x3 -> InstanceNorm (norms without scale and offset, whatever the
+  generator's norm, as the official code builds them).
+* ``patch_soft`` (``patch_soft_unet_shift_triple``): ``[d, e, soft_shift(d, e)]``
+  (``soft_shift.py``).
+* ``res_patch_soft`` (``res_patch_soft_unet_shift_triple``): ``res`` with the soft shift.
+* ``face`` (``face_unet_shift_triple``): ``[d, e, flip_shift(d, e, f)]`` where ``f``
+  are the encoder features of the horizontally flipped input (``face_model.py``);
+  its encoder's level 2 conv is 6x6 (stride 2, padding 2).
+
+``use_shift=False`` (the official ``unet_256``) gives ``[d, e]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from shiftnet_jax import soft_shift as soft
+from shiftnet_jax.shift import shift
+
+VARIANTS = {
+    "shift": "unet_shift_triple",
+    "res": "res_unet_shift_triple",
+    "patch_soft": "patch_soft_unet_shift_triple",
+    "res_patch_soft": "res_patch_soft_unet_shift_triple",
+    "face": "face_unet_shift_triple",
+}
+OFFICIAL_TO_VARIANT = {v: k for k, v in VARIANTS.items()}
+SOFT = ("patch_soft", "res_patch_soft")
+RESIDUAL = ("res", "res_patch_soft")
+
+
+def shift_hole(hole, shift_sz: int, mask_thred: int):
+    """The positions the hard shift fills (the official ``cal_flag_given_mask_thred``):
+    at least ``mask_thred`` hole positions in the ``shift_sz`` window. The hole itself
+    for the defaults (1, 1). (B, H, W) bool."""
+    if shift_sz == 1 and mask_thred == 1:
+        return hole
+    return soft.hole_counts(hole, shift_sz) >= mask_thred
+
+
+class ResBlock(nn.Module):
+    """conv3x3 -> InstanceNorm -> ReLU -> conv3x3 -> InstanceNorm (no affine), C channels."""
+
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        for i in range(2):
+            x = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                        kernel_init=nn.initializers.normal(0.02), name=f"conv_{i}")(x)
+            x = nn.InstanceNorm(epsilon=1e-5, use_scale=False, use_bias=False,
+                                use_fast_variance=False, dtype=self.dtype, name=f"norm_{i}")(x)
+            if i == 0:
+                x = nn.relu(x)
+        return x
+
+
+class ShiftLevel(nn.Module):
+    """The shift level of a variant: (decoded, encoded, hole[, flipped, flipped hole]) ->
+    the up conv's input. Shapes (B, h, w, C) and (B, h, w) bool."""
+
+    variant: str = "shift"
+    use_shift: bool = True
+    triple_weight: float = 1.0
+    shift_tile: int | None = None
+    shift_sz: int = 1
+    mask_thred: int = 1
+    fuse: bool = False
+    stride: int = 1
+    patch_order: str = "spatial"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, decoded, encoded, hole, flipped=None, flipped_hole=None):
+        if not self.use_shift:
+            return jnp.concatenate([decoded, encoded], axis=-1)
+        if self.variant in SOFT:
+            shifted = soft.soft_shift(decoded, encoded, hole, patch_size=self.shift_sz,
+                                      mask_thred=self.mask_thred, fuse=self.fuse,
+                                      stride=self.stride, patch_order=self.patch_order)
+        elif self.variant == "face":
+            from shiftnet_jax.face_model import flip_shift
+
+            shifted = flip_shift(decoded, encoded, flipped,
+                                 shift_hole(hole, self.shift_sz, self.mask_thred),
+                                 shift_hole(flipped_hole, self.shift_sz, self.mask_thred),
+                                 triple_weight=self.triple_weight, tile=self.shift_tile)
+        else:
+            shifted = shift(decoded, encoded, shift_hole(hole, self.shift_sz, self.mask_thred),
+                            triple_weight=self.triple_weight, tile=self.shift_tile)
+        if self.variant in RESIDUAL:
+            fused = jnp.concatenate([decoded, decoded * shifted], axis=-1)
+            residual = ResBlock(decoded.shape[-1], dtype=self.dtype, name="res")(fused)
+            return jnp.concatenate([decoded + residual, encoded], axis=-1)
+        return jnp.concatenate([decoded, encoded, shifted], axis=-1)
+
+
+def check_options(variant, shift_sz, mask_thred, stride, patch_order, shift_layer):
+    """ValueError (one line) for options no variant runs."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    if shift_sz < 1 or shift_sz % 2 == 0:
+        raise ValueError(f"shift_sz must be odd and positive, got {shift_sz}")
+    if stride != 1:
+        raise ValueError(f"stride must be 1 (the official shifts crash for others), got {stride}")
+    if mask_thred < 0:
+        raise ValueError(f"mask_thred must be >= 0, got {mask_thred}")
+    if patch_order not in soft.PATCH_ORDERS:
+        raise ValueError(f"patch_order must be one of {soft.PATCH_ORDERS}, got {patch_order!r}")
+    if variant == "face" and shift_layer != 3:
+        raise ValueError(f"the face variant shifts at shift_layer 3 (its 6x6 conv is "
+                         f"there), got {shift_layer}")

@@ -1,0 +1,82 @@
+"""The official code's VGG16 style and content losses (``util.VGG16FeatureExtractor``).
+
+Features are taken after the first three pooling layers of torchvision's VGG16
+(``features[:5]``, ``[5:10]``, ``[10:17]``: pool1, pool2, pool3), from the image
+as the generator outputs it, in [-1, 1] (the official code does not apply
+ImageNet's normalisation). Then, summed over the three levels:
+
+* style: mean squared error of the Gram matrices ``F F^T / (C H W)``;
+* content: mean squared error of the features.
+
+The weights are a torchvision ``vgg16`` state dict the user supplies
+(``features.N.weight`` / ``.bias``), read by the safe reader of
+:mod:`shiftnet_jax.torch_pickle`: nothing is downloaded. Any channel widths
+load (the tests use a narrow VGG16 of the same layout). NHWC throughout.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# torchvision vgg16.features indices of the convolutions in each of the three blocks.
+BLOCKS = ((0, 2), (5, 7), (10, 12, 14))
+
+
+def vgg16_params(state):
+    """A torchvision vgg16 state dict (name -> array) -> [[(kernel HWIO, bias), ...] x 3]."""
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    blocks = []
+    for block in BLOCKS:
+        layers = []
+        for index in block:
+            name = f"features.{index}"
+            if f"{name}.weight" not in state or f"{name}.bias" not in state:
+                raise ValueError(f"not a torchvision vgg16 state dict: {name}.weight/.bias missing")
+            weight = np.asarray(state[f"{name}.weight"], np.float32)
+            if weight.ndim != 4 or weight.shape[2:] != (3, 3):
+                raise ValueError(f"{name}.weight has shape {weight.shape}; VGG16 convs are 3x3")
+            layers.append((np.transpose(weight, (2, 3, 1, 0)),
+                           np.asarray(state[f"{name}.bias"], np.float32)))
+        blocks.append(layers)
+    return blocks
+
+
+def load_vgg16(path):
+    """Read a torchvision ``vgg16`` checkpoint without torch (see :func:`vgg16_params`)."""
+    from shiftnet_jax.torch_pickle import read_torch_state_dict
+
+    return vgg16_params(read_torch_state_dict(path))
+
+
+def features(params, x):
+    """(B, H, W, 3) -> [pool1, pool2, pool3] maps (B, H/2**k, W/2**k, C_k)."""
+    out = []
+    x = x.astype(jnp.float32)
+    for block in params:
+        for kernel, bias in block:
+            x = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                             precision=jax.lax.Precision.HIGHEST)
+            x = jax.nn.relu(x + bias)
+        x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+        out.append(x)
+    return out
+
+
+def gram(f):
+    """(B, H, W, C) -> (B, C, C) Gram matrix divided by C * H * W."""
+    b, h, w, c = f.shape
+    f = f.reshape(b, h * w, c)
+    return jnp.einsum("bnc,bnd->bcd", f, f, precision=jax.lax.Precision.HIGHEST) / (c * h * w)
+
+
+def style_and_content(params, output, target):
+    """(style, content) losses of ``output`` against ``target`` (B, H, W, 3), scalars.
+    No gradient flows into ``target``."""
+    fake = features(params, output)
+    real = features(params, jax.lax.stop_gradient(target))
+    style = sum(jnp.mean(jnp.square(gram(f) - gram(r))) for f, r in zip(fake, real))
+    content = sum(jnp.mean(jnp.square(f - r)) for f, r in zip(fake, real))
+    return style, content
