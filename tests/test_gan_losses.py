@@ -2,7 +2,6 @@
 (tests/fixtures/gan_losses.npz, made by tools/make_loss_fixtures.py), and in the train step."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
