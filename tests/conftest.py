@@ -75,3 +75,20 @@ def key(seed=0):
     import jax
 
     return jax.random.key(seed, impl="rbg")
+
+
+def assert_gradients_match(grads, expected, tol: float = 1e-3):
+    """Whole gradient within ``tol`` relative, and each tensor within ``tol`` of
+    max(|ref|, 1e-2 * largest |ref|): biases right before a norm have a true
+    gradient of zero, and their recorded values are rounding noise (see the
+    fixtures' README)."""
+    import jax
+
+    flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])  # noqa: E731
+    whole = np.linalg.norm(flat(grads) - flat(expected)) / np.linalg.norm(flat(expected))
+    assert whole < tol, whole
+    largest = max(np.linalg.norm(g) for g in jax.tree.leaves(expected))
+    for path, got, ref in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(grads),
+                              jax.tree.leaves(expected)):
+        scale = max(np.linalg.norm(ref), 1e-2 * largest)
+        assert np.linalg.norm(np.asarray(got) - ref) / scale < tol, jax.tree_util.keystr(path[0])

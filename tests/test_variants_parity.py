@@ -14,7 +14,7 @@ from shiftnet_jax.face_model import flip_shift
 from shiftnet_jax.model import ShiftNetGenerator
 from shiftnet_jax.soft_shift import soft_shift
 
-from conftest import IN_REPO_FIXTURES, nhwc
+from conftest import IN_REPO_FIXTURES, assert_gradients_match, nhwc
 
 CASES = ("res", "res_batch", "patch_soft", "res_patch_soft", "face", "rgb_input", "spectral")
 
@@ -96,15 +96,7 @@ def test_gradients_match_the_official_code(name):
     _, expected = from_torch_state_dict(case["grad"], variant=case["kwargs"].get("variant"))
     grads = {"params": grads["params"]}
     assert jax.tree.structure(grads) == jax.tree.structure(expected)
-    flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])
-    assert rel(flat(grads), flat(expected)) < 1e-3
-    # Per tensor against max(|ref|, 1e-2 * largest |ref|) (near-zero gradients of
-    # biases before a norm; see tests/fixtures/README.md).
-    largest = max(np.linalg.norm(g) for g in jax.tree.leaves(expected))
-    for path, got, ref in zip(jax.tree.leaves_with_path(expected), jax.tree.leaves(grads),
-                              jax.tree.leaves(expected)):
-        scale = max(np.linalg.norm(ref), 1e-2 * largest)
-        assert np.linalg.norm(np.asarray(got) - ref) / scale < 1e-3, jax.tree_util.keystr(path[0])
+    assert_gradients_match(grads, expected)
 
 
 def test_soft_shift_alone_matches_on_the_official_features():
