@@ -109,14 +109,13 @@ def predict_batch(model, variables, batch, mesh):
             predict.Prediction(gather(prediction.composite), gather(prediction.output), None))
 
 
-def evaluate(state, config, mesh, model, local_batch: int):
+def evaluate(state, config, mesh, model, local_batch: int, source):
     """Hole and whole-image metrics of the composite on up to ``eval_batches`` test batches.
 
     Every process runs the same number of batches (a collective per batch); a
     process whose share of the test images ran out sends an empty batch that
     counts for nothing.
     """
-    source = sources.make_source(config.data, train=False)
     loader = data.from_config(config.data, train=False, batch_size=local_batch, source=source,
                               seed=config.seed)
     share = math.ceil(len(source) / jax.process_count())
@@ -169,6 +168,12 @@ def train_and_evaluate(config, workdir) -> dict:
     steps = total_steps(config, loader.steps_per_epoch)
     step_fn = training.jit_train_step(config, mesh)
     generator, _ = training.make_models(config)
+    eval_sources = []  # opened on first use, then reused by every evaluation
+
+    def eval_source():
+        if not eval_sources:
+            eval_sources.append(sources.make_source(config.data, train=False))
+        return eval_sources[0]
     writer = reporting.MetricWriter(workdir, enabled=main_process)
     from tqdm import tqdm
 
@@ -214,14 +219,14 @@ def train_and_evaluate(config, workdir) -> dict:
                     save()
                 if config.eval_every and step % config.eval_every == 0 and step < steps:
                     flush()
-                    writer.write(step, evaluate(state, config, mesh, generator, local_batch))
+                    writer.write(step, evaluate(state, config, mesh, generator, local_batch, eval_source()))
             if stop.signal is not None:
                 bar.write(f"{stop.signal}: saving checkpoint {step} and stopping")
             save()
         mngr.wait_until_finished()
         summary = {"step": step, **scalars}
         if step >= steps and config.eval_batches:
-            summary.update(evaluate(state, config, mesh, generator, local_batch))
+            summary.update(evaluate(state, config, mesh, generator, local_batch, eval_source()))
             writer.write(step, {k: v for k, v in summary.items() if k.startswith("eval/")})
         return summary
     finally:
