@@ -1,0 +1,29 @@
+"""The bundled model's recipe: the learning run at 128x128, shift at 16x16.
+
+Same photos and held-out split as configs/learning.py (training crops from the
+left 65 % of each photo at random scales, test tiles from its right 30 %), at
+twice the side: one more down level (num_downs 7: 128 -> 1), so the shift layer
+(L-3) runs on a 16x16 map as the paper's does on 32x32 at 256. The run that made
+``shiftnet_jax/pretrained/demo`` is in RESULTS.md.
+
+Run: python train.py --config configs/bundled.py --workdir runs/bundled
+"""
+
+from pathlib import Path
+
+from shiftnet_jax.config import load_config
+
+
+def get_config():
+    c = load_config(Path(__file__).with_name("learning.py"))
+    c.name = "bundled"
+    c.model.num_downs = 7          # 128x128 crops down to 1x1; shift at 16x16
+    c.data.load_size = 128
+    c.data.crop_size = 128
+    c.batch_size = 8
+    c.num_steps = 12000
+    c.log_every = 100
+    c.sample_every = 2000
+    c.checkpoint_every = 1000
+    c.eval_every = 1000
+    return c
