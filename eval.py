@@ -39,7 +39,7 @@ def parse(argv=None):
 def main(argv=None) -> int:
     args = parse(argv)
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's restore chatter
-    from shiftnet_jax import evaluate
+    from shiftnet_jax.inference import evaluate
 
     try:
         report = evaluate.evaluate(args.ckpt, data=args.data, masks=args.masks, out_dir=args.out,

@@ -44,7 +44,8 @@ def parse(argv=None):
 def main(argv=None) -> int:
     args = parse(argv)
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's restore chatter
-    from shiftnet_jax import checkpoint, inpaint
+    from shiftnet_jax import checkpoint
+    from shiftnet_jax.inference import inpaint
 
     try:
         model, variables, config = checkpoint.load_generator(args.ckpt or checkpoint.BUNDLED_MODEL,

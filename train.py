@@ -31,7 +31,7 @@ def parse(argv=None):
 
 def main(argv=None) -> int:
     args, overrides = parse(argv)
-    from shiftnet_jax.train_loop import run_from_command_line
+    from shiftnet_jax.train.loop import run_from_command_line
 
     return run_from_command_line(args.config, overrides, args.workdir)
 

@@ -5,16 +5,16 @@ One command measures (warm-up, ``block_until_ready``, medians over ``--repeats``
 
 * ``infer``: the jitted ``ShiftNetGenerator.apply``: images/s per batch, latency at
   batch 1;
-* ``train``: ``shiftnet_jax.train.jit_train_step`` on a replicated state:
+* ``train``: ``shiftnet_jax.train.parallel.jit_train_step`` on a replicated state:
   (a) synthetic batch already on the device, reused; (b) the real input pipeline
-  (``shiftnet_jax.data.from_config``, ``sample`` source, crop = size), to show
+  (``shiftnet_jax.data.loader.from_config``, ``sample`` source, crop = size), to show
   whether input keeps up; plus the loader alone;
-* ``shift``: ``shiftnet_jax.shift.shift`` at the shift layer's shape (256 ->
+* ``shift``: ``shiftnet_jax.nets.shift.shift`` at the shift layer's shape (256 ->
   (B, 32, 32, 4*ngf), 512 -> 64x64, 1024 -> 128x128), forward and forward+backward,
   dense (``tile=0``) vs tiled (``tile=2048``), with XLA's compiled memory analysis;
 * ``profile``: where the generator's time goes (each conv, transposed conv, norm and
   the shift timed alone at its shape in the model, forward and forward+backward, every
-  conv in each formulation of ``shiftnet_jax.conv``; the discriminator alone).
+  conv in each formulation of ``shiftnet_jax.nets.conv``; the discriminator alone).
 
 For every figure: FLOPs from XLA's cost analysis, achieved TFLOP/s, the physical
 floor (FLOPs / peak: ``--peak-tflops``, default H100 SXM dense 989 bf16 / 67 f32 on
@@ -103,7 +103,7 @@ def parse_args(argv=None):
     p.add_argument("--profile-batch", type=int, default=1)
     p.add_argument("--conv-impl", default=None,
                    choices=("auto", "lax", "subpixel", "taps", "im2col"),
-                   help="the generator's conv_impl (shiftnet_jax.conv; default: the model's "
+                   help="the generator's conv_impl (shiftnet_jax.nets.conv; default: the model's "
                         "default, 'auto'); 'lax' = plain lax convolutions everywhere")
     p.add_argument("--peak-tflops", default=None,
                    help="device peak for the floor: one number, or dtype=value pairs "
@@ -255,7 +255,7 @@ def centre_holes(batch, size):
     """The reference's centre hole: side size/2 minus an overlap of 4 per side."""
     import numpy as np
 
-    from shiftnet_jax import masks
+    from shiftnet_jax.data import masks
     hole = masks.center_mask(size, overlap=4 if size >= 32 else 0)
     return np.broadcast_to(hole[None], (batch, size, size, 1)).astype(np.float32)
 
@@ -324,7 +324,7 @@ def add_rates(result, flops, batch, peak):
 # ----------------------------------------------------------------- cases
 def model_conv_impl(args):
     """The conv_impl the generator runs with (None: the model has no such option)."""
-    from shiftnet_jax.model import ShiftNetGenerator
+    from shiftnet_jax.nets.generator import ShiftNetGenerator
     default = getattr(ShiftNetGenerator, "conv_impl", None)
     if args.conv_impl and default is None:
         raise SystemExit("--conv-impl: this ShiftNetGenerator has no conv_impl option")
@@ -332,7 +332,7 @@ def model_conv_impl(args):
 
 
 def make_generator(args, dtype_name, conv_impl=None):
-    from shiftnet_jax.model import ShiftNetGenerator
+    from shiftnet_jax.nets.generator import ShiftNetGenerator
     extra = {}
     impl = conv_impl or args.conv_impl
     if impl:
@@ -411,19 +411,21 @@ def case_train(args, case, peaks):
     import jax
     import numpy as np
 
-    from shiftnet_jax import data, masks
-    from shiftnet_jax import train as training
+    from shiftnet_jax.data import loader as data
+    from shiftnet_jax.data import masks
+    from shiftnet_jax.train import parallel
+    from shiftnet_jax.train import step as training
 
     size, dtype_name, batch = case["size"], case["dtype"], case["batch"]
     config = train_config(args, size, dtype_name, batch)
-    mesh = training.make_mesh()
-    training.check_batch_size(batch, mesh)
-    state = training.replicate(training.create_state(config, size), mesh)
+    mesh = parallel.make_mesh()
+    parallel.check_batch_size(batch, mesh)
+    state = parallel.replicate(training.create_state(config, size), mesh)
     rng = np.random.default_rng(0)
-    synthetic = training.shard_batch(
+    synthetic = parallel.shard_batch(
         {"image": rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32),
          "hole": centre_holes(batch, size)}, mesh)
-    step = training.jit_train_step(config, mesh)
+    step = parallel.jit_train_step(config, mesh)
     lowered = step.lower(state, synthetic)
     t0 = time.perf_counter()
     compiled = lowered.compile()
@@ -452,11 +454,11 @@ def case_train(args, case, peaks):
             next(loader)
         loader_only = time.perf_counter() - t0
         for _ in range(max(1, args.warmup)):
-            jax.block_until_ready(run(training.shard_batch(next(loader), mesh)))
+            jax.block_until_ready(run(parallel.shard_batch(next(loader), mesh)))
         t0 = time.perf_counter()
         scalars = None
         for _ in range(args.loader_steps):  # async dispatch: loading overlaps the step
-            scalars = run(training.shard_batch(next(loader), mesh))
+            scalars = run(parallel.shard_batch(next(loader), mesh))
         jax.block_until_ready((holder["state"], scalars))
         with_loader = time.perf_counter() - t0
         n_img = args.loader_steps * batch
@@ -483,8 +485,8 @@ def case_shift(args, case, peaks):
     import jax.numpy as jnp
     import numpy as np
 
-    from shiftnet_jax.feature_hole import feature_hole
-    from shiftnet_jax.shift import DENSE_MAX_ENTRIES, shift
+    from shiftnet_jax.nets.feature_hole import feature_hole
+    from shiftnet_jax.nets.shift import DENSE_MAX_ENTRIES, shift
 
     size, dtype_name, batch, tile = case["size"], case["dtype"], case["batch"], case["tile"]
     side, ch = shift_map(args, size)
@@ -538,16 +540,16 @@ def case_shift(args, case, peaks):
 def case_profile(args, case, peaks):
     """Each generator layer timed alone at its shape in the model (forward, and forward +
     backward to the input and the weights), beside the whole generator forward and
-    forward + backward; every conv in each formulation of ``shiftnet_jax.conv``."""
+    forward + backward; every conv in each formulation of ``shiftnet_jax.nets.conv``."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from shiftnet_jax import conv as cv
-    from shiftnet_jax.feature_hole import feature_hole
-    from shiftnet_jax.model import make_norm
-    from shiftnet_jax.shift import shift
+    from shiftnet_jax.nets import conv as cv
+    from shiftnet_jax.nets.feature_hole import feature_hole
+    from shiftnet_jax.nets.layers import make_norm
+    from shiftnet_jax.nets.shift import shift
 
     size, dtype_name, batch = case["size"], case["dtype"], case["batch"]
     dtype = jdtype(dtype_name)
@@ -622,7 +624,7 @@ def case_profile(args, case, peaks):
     hole = feature_hole(jnp.asarray(centre_holes(batch, size)), args.shift_layer)
     measure(f"shift {side}x{side}x{ch}", "shift", lambda d, e, h: shift(d, e, h),
             (d, e, hole))
-    from shiftnet_jax.model import Discriminator
+    from shiftnet_jax.nets.discriminators import Discriminator
     disc = Discriminator(ndf=args.ngf, dtype=dtype)
     x = rand((batch, size, size, 3)).astype(jnp.float32)
     dv = jax.jit(disc.init)(jax.random.key(1, impl="rbg"), x)

@@ -55,7 +55,7 @@ def untrained(kind: str, out: Path) -> Path:
     import jax.numpy as jnp
 
     from shiftnet_jax import checkpoint
-    from shiftnet_jax.model import ShiftNetGenerator
+    from shiftnet_jax.nets.generator import ShiftNetGenerator
 
     spec = MODELS[kind]
     model = ShiftNetGenerator(ngf=spec["ngf"], num_downs=spec["num_downs"])
@@ -71,7 +71,7 @@ def inputs(n: int, seed: int = 0) -> list[tuple[str, bytes, bytes]]:
     """``n`` (name, photo bytes, mask PNG bytes): real photographs, random rectangle + stroke holes."""
     import cv2
 
-    from shiftnet_jax import image_io, sources
+    from shiftnet_jax.data import image_io, sources
     from shiftnet_jax.studio.engine import encode_png
 
     paths = sorted(PHOTOS.glob("*.jpg")) if PHOTOS.is_dir() else []

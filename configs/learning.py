@@ -1,6 +1,6 @@
 """A learning run anyone can repeat on a CPU: held-out regions of real photographs.
 
-Every photo is split into bands (shiftnet_jax.sources.RegionSource): training
+Every photo is split into bands (shiftnet_jax.data.sources.RegionSource): training
 crops come from the left 65 % of each photo at random scales, test tiles from
 its right 30 %. Photos: scikit-image's colour photographs, plus
 ../shared/data/photos when it is there (or any folders: --config.data.dir=builtin,DIR).

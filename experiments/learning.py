@@ -5,7 +5,7 @@
     python experiments/learning.py --photos builtin,/data/paris/paris_train_original --steps 50000
 
 1. The main run: ``configs/learning.py`` for ``--steps`` steps (held-out regions
-   of the photos; see ``shiftnet_jax.sources.RegionSource``), evaluated every
+   of the photos; see ``shiftnet_jax.data.sources.RegionSource``), evaluated every
    ``eval_every`` steps, then scored with ``eval.py``'s library against OpenCV
    Telea, Navier-Stokes and mean fill on the held-out tiles, with centre holes
    and with stroke holes.
@@ -34,9 +34,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shiftnet_jax import checkpoint, evaluate  # noqa: E402
+from shiftnet_jax import checkpoint
 from shiftnet_jax import config as configlib  # noqa: E402
-from shiftnet_jax.train_loop import train_and_evaluate  # noqa: E402
+from shiftnet_jax.inference import evaluate  # noqa: E402
+from shiftnet_jax.train.loop import train_and_evaluate  # noqa: E402
 
 VARIANTS = {  # the paper's ablation, as config overrides
     "shift-net": [],

@@ -22,7 +22,11 @@ import json
 import os
 from pathlib import Path
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from shiftnet_jax.nets.generator import ShiftNetGenerator
 
 CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -99,8 +103,6 @@ def export_generator(out_dir, model_kwargs: dict, variables, *, config: dict | N
 def export_compact(out_dir, model_kwargs: dict, variables, *, config: dict | None = None):
     """Write ``config.json`` + the generator's variables as float16 ``generator_f16.npz``
     (half the bytes of float32; :func:`load_generator` restores float32)."""
-    import numpy as np
-
     out_dir = Path(out_dir)
     if (out_dir / CONFIG_FILE).exists():
         raise ValueError(f"{out_dir}: already holds a checkpoint; choose a new directory")
@@ -114,14 +116,11 @@ def export_compact(out_dir, model_kwargs: dict, variables, *, config: dict | Non
 
 
 def _leaves_with_path(tree):
-    import jax
     return jax.tree_util.tree_leaves_with_path(tree)
 
 
 def _load_compact(path) -> dict:
     """``generator_f16.npz`` -> nested float32 variables."""
-    import numpy as np
-
     variables: dict = {}
     with np.load(path) as z:
         for name in z.files:
@@ -138,8 +137,6 @@ def load_generator(ckpt_dir, step: int | None = None, **overrides):
 
     ``overrides`` replace model keyword arguments (e.g. ``dtype=jnp.bfloat16``).
     """
-    from shiftnet_jax.model import ShiftNetGenerator
-
     config = read_config(ckpt_dir)
     if (Path(ckpt_dir) / COMPACT).is_file() and not (Path(ckpt_dir) / CHECKPOINTS).is_dir():
         try:

@@ -17,6 +17,12 @@ from pathlib import Path
 
 import ml_collections
 
+from shiftnet_jax.data import masks, sources
+from shiftnet_jax.nets import feature_hole, shift_level, soft_shift
+from shiftnet_jax.nets.conv import IMPLS
+from shiftnet_jax.nets.layers import NORMS
+from shiftnet_jax.train import losses
+
 _DTYPES = ("float32", "bfloat16")
 
 
@@ -35,7 +41,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         ngf=64, num_downs=8, norm="instance", shift_layer=3, feature_hole="nearest",
         triple_weight=1.0, output_channels=3, conv_impl="auto", use_shift=True))
-    # The official generators (shiftnet_jax.variants; official default: unet_shift_triple,
+    # The official generators (shiftnet_jax.nets.shift_level; official default: unet_shift_triple,
     # shift_sz 1, mask_thred 1, fuse 0, stride 1). patch_order: ours, soft variants only.
     c.model.update(dict(variant="shift", shift_sz=1, mask_thred=1, fuse=False, stride=1,
                         patch_order="spatial"))
@@ -51,7 +57,7 @@ def default_config() -> ml_collections.ConfigDict:
         source="sample", dir="", name="", classes=(), train_split="train",
         eval_split="test", cache_dir="", load_size=350, crop_size=256,
         # "kind" or "kind:option=value,...", e.g. "center", "rect:min_size=32,max_size=128",
-        # "island", "strokes", "mix"; see shiftnet_jax.masks.make_mask_fn.
+        # "island", "strokes", "mix"; see shiftnet_jax.data.masks.make_mask_fn.
         mask="center:hole=128", num_workers=0, prefetch=2,
         scale_range=()))   # (lo, hi): training resizes to load_size * U(lo, hi); () = no scaling
 
@@ -232,18 +238,14 @@ def _get(config, key):
 
 def validate(config):
     """Check every value the training run will use; raise :class:`ConfigError` on the first bad one."""
-    from shiftnet_jax import feature_hole, losses, masks, soft_shift, sources, variants
-    from shiftnet_jax.conv import IMPLS
-    from shiftnet_jax.model import NORMS
-
     _choice(config, "model.norm", NORMS)
     _choice(config, "model.feature_hole", feature_hole.METHODS)
     _choice(config, "model.conv_impl", IMPLS)
-    _choice(config, "model.variant", tuple(variants.VARIANTS))
+    _choice(config, "model.variant", tuple(shift_level.VARIANTS))
     _choice(config, "model.patch_order", soft_shift.PATCH_ORDERS)
     try:
         m = config.model
-        variants.check_options(m.variant, m.shift_sz, m.mask_thred, m.stride, m.patch_order,
+        shift_level.check_options(m.variant, m.shift_sz, m.mask_thred, m.stride, m.patch_order,
                                m.shift_layer)
     except ValueError as e:
         raise ConfigError(f"config field 'model': {_one_line(e)}") from None

@@ -412,7 +412,7 @@ def _peak_mib() -> float:
 def _child(path: str, kwargs: dict):
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from shiftnet_jax.torch_pickle import CheckpointError, read_torch_state_dict
+    from shiftnet_jax.torchfile.reader import CheckpointError, read_torch_state_dict
 
     start = time.perf_counter()
     try:

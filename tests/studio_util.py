@@ -11,12 +11,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from conftest import key
 from PIL import Image
 
-from shiftnet_jax import checkpoint, image_io, sources
-from shiftnet_jax.model import ShiftNetGenerator
-
-from conftest import key
+from shiftnet_jax import checkpoint
+from shiftnet_jax.data import image_io, sources
+from shiftnet_jax.nets.generator import ShiftNetGenerator
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "photos"
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shiftnet_jax import conv
+from shiftnet_jax.nets import conv
 
 
 @settings(max_examples=8, deadline=None)

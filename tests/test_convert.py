@@ -6,11 +6,10 @@ import sys
 import jax
 import numpy as np
 import pytest
+from conftest import load_reference
 
 from shiftnet_jax import checkpoint
 from shiftnet_jax.convert import main
-
-from conftest import load_reference
 
 
 def test_convert_then_load_reproduces_the_reference(fixtures_dir, tmp_path, capsys):

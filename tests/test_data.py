@@ -1,4 +1,4 @@
-"""Tests of the host input pipeline (shiftnet_jax.data): CPU only, no network."""
+"""Tests of the host input pipeline (shiftnet_jax.data.loader): CPU only, no network."""
 
 import importlib.util
 import warnings
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shiftnet_jax import data, image_io, sources
+from shiftnet_jax.data import image_io, sources
+from shiftnet_jax.data import loader as data
 
 BACKENDS = ["threads"] + (["grain"] if importlib.util.find_spec("grain") else [])
 

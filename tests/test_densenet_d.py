@@ -4,10 +4,10 @@ made by tools/make_loss_fixtures.py), and in the train step's model factory."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from shiftnet_jax.densenet import DenseNetDiscriminator, from_torch_state_dict
-
 from conftest import IN_REPO_FIXTURES, nhwc
+
+from shiftnet_jax.nets.discriminators import DenseNetDiscriminator
+from shiftnet_jax.torchfile.state_dicts import densenet_from_torch_state_dict
 
 Z = np.load(IN_REPO_FIXTURES / "densenet_d.npz")
 
@@ -18,7 +18,7 @@ def rel(a, b):
 
 def test_densenet_discriminator_matches_the_official_code():
     state = {k[len("state/"):]: Z[k] for k in Z.files if k.startswith("state/")}
-    kwargs, variables = from_torch_state_dict(state)
+    kwargs, variables = densenet_from_torch_state_dict(state)
     assert kwargs == dict(growth_rate=4, block_config=(2, 2, 2, 2), num_init_features=8,
                           bn_size=2, spectral_norm=True)
     d = DenseNetDiscriminator(**kwargs)
@@ -30,7 +30,7 @@ def test_densenet_discriminator_matches_the_official_code():
     assert rel(output, nhwc(Z["output"])) < 1e-4
     grads = jax.jit(jax.grad(loss))(variables["params"])
     expected = {k[len("grad/"):]: Z[k] for k in Z.files if k.startswith("grad/")}
-    _, expected = from_torch_state_dict({**state, **expected})
+    _, expected = densenet_from_torch_state_dict({**state, **expected})
     # from_torch_state_dict maps names; the gradient arrays replaced the weights above.
     got = jax.tree.leaves(grads)
     want = jax.tree.leaves(expected["params"])
@@ -43,7 +43,7 @@ def test_densenet_discriminator_matches_the_official_code():
 
 def test_config_picks_the_densenet_discriminator():
     from shiftnet_jax import config as config_lib
-    from shiftnet_jax.train import make_models
+    from shiftnet_jax.train.step import make_models
 
     config = config_lib.default_config()
     config.discriminator.kind = "densenet"

@@ -10,12 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import key
 from PIL import Image
 
-from shiftnet_jax import checkpoint, evaluate
-from shiftnet_jax.model import ShiftNetGenerator
-
-from conftest import key
+from shiftnet_jax import checkpoint
+from shiftnet_jax.inference import evaluate
+from shiftnet_jax.nets.generator import ShiftNetGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
 

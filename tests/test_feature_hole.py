@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
-
-from shiftnet_jax.feature_hole import feature_hole
-from shiftnet_jax.masks import center_mask
-
 from conftest import load_reference
+
+from shiftnet_jax.data.masks import center_mask
+from shiftnet_jax.nets.feature_hole import feature_hole
 
 
 def test_nearest_matches_reference_fixture(fixtures_dir):

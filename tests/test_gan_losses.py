@@ -4,11 +4,10 @@
 import jax
 import numpy as np
 import pytest
-
-from shiftnet_jax import losses
-from shiftnet_jax.model import Discriminator
-
 from conftest import IN_REPO_FIXTURES, nhwc
+
+from shiftnet_jax.nets.discriminators import Discriminator
+from shiftnet_jax.train import losses
 
 FIXTURE = np.load(IN_REPO_FIXTURES / "gan_losses.npz")
 REAL, FAKE = nhwc(FIXTURE["real_logits"]), nhwc(FIXTURE["fake_logits"])

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from shiftnet_jax import image_io, masks
+from shiftnet_jax.data import image_io, masks
 
 
 def _png(array, mode=None) -> bytes:

@@ -9,12 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import key
 from PIL import Image
 
-from shiftnet_jax import checkpoint, inpaint, predict
-from shiftnet_jax.model import ShiftNetGenerator
-
-from conftest import key
+from shiftnet_jax import checkpoint
+from shiftnet_jax.inference import inpaint, predict
+from shiftnet_jax.nets.generator import ShiftNetGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -211,7 +211,7 @@ def test_flow_image_colours_hole_positions_by_their_source():
 def test_reference_checkpoint_inpaints_a_photo(fixtures_dir, tmp_path, capsys):
     pytest.importorskip("skimage")
     from shiftnet_jax.convert import main as convert
-    from shiftnet_jax.sources import SampleSource
+    from shiftnet_jax.data.sources import SampleSource
 
     assert convert([str(fixtures_dir / "reference_ngf8_center.pth"), str(tmp_path / "ref")]) == 0
     photo = SampleSource("test").paths[0]  # chelsea, 451x300

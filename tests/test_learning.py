@@ -5,8 +5,9 @@ import json
 from pathlib import Path
 
 from shiftnet_jax import config as configlib
-from shiftnet_jax import evaluate, sources
-from shiftnet_jax.train_loop import train_and_evaluate
+from shiftnet_jax.data import sources
+from shiftnet_jax.inference import evaluate
+from shiftnet_jax.train.loop import train_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from shiftnet_jax import losses
+from shiftnet_jax.train import losses
 
 
 def test_guidance_counts_only_hole_positions_and_stops_gradient_to_the_target():

@@ -1,11 +1,11 @@
-"""Tests for shiftnet_jax.masks (host-side NumPy mask generators)."""
+"""Tests for shiftnet_jax.data.masks (host-side NumPy mask generators)."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shiftnet_jax import masks as M
+from shiftnet_jax.data import masks as M
 
 RANDOM_KINDS = ("rect", "island", "strokes", "mix")
 sizes = st.tuples(st.integers(32, 300), st.integers(32, 300))
@@ -310,7 +310,7 @@ def test_property_island_and_strokes(size, seed):
 
 
 def test_parse_mask_spec_reads_command_line_specs():
-    from shiftnet_jax.masks import parse_mask_spec
+    from shiftnet_jax.data.masks import parse_mask_spec
 
     assert parse_mask_spec("center") == {"kind": "center"}
     assert parse_mask_spec("rect:min_size=32, max_size=96") == {

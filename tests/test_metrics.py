@@ -1,4 +1,4 @@
-"""Tests for shiftnet_jax.metrics (PSNR, SSIM, mean l1/l2, bands, compositing)."""
+"""Tests for shiftnet_jax.inference.metrics (PSNR, SSIM, mean l1/l2, bands, compositing)."""
 
 import math
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shiftnet_jax import metrics as MT
+from shiftnet_jax.inference import metrics as MT
 
 # One shape for most tests: every new shape costs an XLA compile per metric.
 SHAPE = (3, 32, 32, 3)

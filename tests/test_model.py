@@ -4,14 +4,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import key
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shiftnet_jax.convert import from_torch_state_dict, to_torch_state_dict
-from shiftnet_jax.masks import center_mask
-from shiftnet_jax.model import Discriminator, ShiftNetGenerator
-
-from conftest import key
+from shiftnet_jax.data.masks import center_mask
+from shiftnet_jax.nets.discriminators import Discriminator
+from shiftnet_jax.nets.generator import ShiftNetGenerator
+from shiftnet_jax.torchfile.state_dicts import from_torch_state_dict, to_torch_state_dict
 
 
 def batch(size=32, b=2, seed=0):

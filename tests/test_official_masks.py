@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shiftnet_jax import masks as M
+from shiftnet_jax.data import masks as M
 
 
 def _write(path, ratio, value=255):

@@ -11,12 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from shiftnet_jax.convert import from_torch_state_dict, load_torch_checkpoint
-from shiftnet_jax.model import ShiftNetGenerator
-from shiftnet_jax.shift import shift
-
 from conftest import FIXTURES, IN_REPO_FIXTURES, assert_gradients_match, load_reference
+
+from shiftnet_jax.convert import load_torch_checkpoint
+from shiftnet_jax.nets.generator import ShiftNetGenerator
+from shiftnet_jax.nets.shift import shift
+from shiftnet_jax.torchfile.state_dicts import from_torch_state_dict
 
 
 def rel(a, b):

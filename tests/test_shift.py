@@ -1,6 +1,5 @@
 """The shift operation against a plain NumPy definition, and its custom gradient."""
 
-import hypothesis.extra.numpy as hnp
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shiftnet_jax.shift import shift, shift_indices
+from shiftnet_jax.nets.shift import shift, shift_indices
 
 
 def numpy_shift(decoded, encoded, hole):

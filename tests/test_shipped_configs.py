@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from shiftnet_jax import config as configlib
-from shiftnet_jax import sources
+from shiftnet_jax.data import sources
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.py"))

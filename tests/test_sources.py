@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shiftnet_jax import data, sources
+from shiftnet_jax.data import loader as data
+from shiftnet_jax.data import sources
 
 
 def square_mask(rng, size):

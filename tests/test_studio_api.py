@@ -14,7 +14,9 @@ import httpx
 import numpy as np
 import pytest
 
-from shiftnet_jax import checkpoint, image_io, inpaint
+from shiftnet_jax import checkpoint
+from shiftnet_jax.data import image_io
+from shiftnet_jax.inference import inpaint
 from shiftnet_jax.studio import engine as eng
 from shiftnet_jax.studio import server
 
@@ -22,7 +24,15 @@ with warnings.catch_warnings():  # Starlette now prefers httpx2; httpx (what we 
     warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
     from starlette.testclient import TestClient
 
-from studio_util import crops, decode_png, photo_paths, png, rect_mask, running_server, tiny_checkpoint
+from studio_util import (
+    crops,
+    decode_png,
+    photo_paths,
+    png,
+    rect_mask,
+    running_server,
+    tiny_checkpoint,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -246,7 +256,7 @@ def test_serve_script_serves_and_stops_on_ctrl_c(models):
 
 def test_the_bundled_model_is_the_default_and_loads(tmp_path, monkeypatch):
     """With a compact model in checkpoint.BUNDLED_MODEL, serve.py needs no --ckpt."""
-    from shiftnet_jax.model import ShiftNetGenerator
+    from shiftnet_jax.nets.generator import ShiftNetGenerator
     model = ShiftNetGenerator(ngf=4, num_downs=5)
     image, hole = np.zeros((1, 32, 32, 3), np.float32), np.zeros((1, 32, 32, 1), np.float32)
     import jax

@@ -8,11 +8,10 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from studio_util import crops, decode_png, running_server, tiny_checkpoint
 
 from shiftnet_jax.studio import engine as eng
 from shiftnet_jax.studio import server
-
-from studio_util import crops, decode_png, running_server, tiny_checkpoint
 
 
 def _chromium():

@@ -1,4 +1,4 @@
-"""Tests for shiftnet_jax.torch_pickle: a torch-free, code-free reader of torch.save files.
+"""Tests for shiftnet_jax.torchfile.reader: a torch-free, code-free reader of torch.save files.
 
 Checkpoints are produced here by a tiny writer that emits the pickle opcodes the
 way torch.save lays them out (zip and legacy formats), so no torch is needed.
@@ -22,7 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from shiftnet_jax.torch_pickle import CheckpointError, UnsafeCheckpointError, read_torch_state_dict
+from shiftnet_jax.torchfile.reader import (
+    CheckpointError,
+    UnsafeCheckpointError,
+    read_torch_state_dict,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "reference"
 needs_fixtures = pytest.mark.skipif(
@@ -462,7 +466,8 @@ def test_round_trip(items, fmt, byteorder, wrap):
 
 # ---------------------------------------------------------------- hostile files (tests/hostile_checkpoints.py)
 import hostile_checkpoints as hostile  # noqa: E402
-from shiftnet_jax import torch_pickle  # noqa: E402
+
+from shiftnet_jax.torchfile import reader as torch_pickle  # noqa: E402
 
 
 def _check_message(msg: str, file_name: str):

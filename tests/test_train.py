@@ -13,9 +13,11 @@ import jax
 import numpy as np
 import pytest
 
-from shiftnet_jax import metrics, predict, train as training
 from shiftnet_jax.config import default_config
-from shiftnet_jax.train_loop import TrainingDiverged, train_and_evaluate
+from shiftnet_jax.inference import metrics, predict
+from shiftnet_jax.train import parallel
+from shiftnet_jax.train import step as training
+from shiftnet_jax.train.loop import TrainingDiverged, train_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,10 +55,10 @@ def test_overfitting_a_batch_fills_the_hole():
     hole = np.zeros((4, 32, 32, 1), np.float32)
     hole[:, 10:22, 8:20] = 1
     config.batch_size = 4
-    mesh = training.make_mesh(jax.devices()[:1])
-    state = training.replicate(training.create_state(config, 32), mesh)
-    step = training.jit_train_step(config, mesh)
-    batch = training.shard_batch({"image": image, "hole": hole}, mesh)
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    state = parallel.replicate(training.create_state(config, 32), mesh)
+    step = parallel.jit_train_step(config, mesh)
+    batch = parallel.shard_batch({"image": image, "hole": hole}, mesh)
     history = []
     for _ in range(150):
         state, scalars = step(state, batch)
@@ -113,7 +115,8 @@ def test_killed_run_resumes_with_identical_losses(tmp_path):
 
 MULTI_DEVICE = textwrap.dedent("""
     import jax, numpy as np
-    from shiftnet_jax import train as training
+    from shiftnet_jax.train import parallel
+    from shiftnet_jax.train import step as training
     from tests.test_train import tiny_config
     assert jax.device_count() == 2
     config = tiny_config()
@@ -124,12 +127,12 @@ MULTI_DEVICE = textwrap.dedent("""
     batch["hole"][:, 8:20, 6:26] = 1
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
-        mesh = training.make_mesh(devices)
-        state = training.replicate(training.create_state(config, 32), mesh)
-        step = training.jit_train_step(config, mesh)
+        mesh = parallel.make_mesh(devices)
+        state = parallel.replicate(training.create_state(config, 32), mesh)
+        step = parallel.jit_train_step(config, mesh)
         losses = []
         for _ in range(3):
-            state, scalars = step(state, training.shard_batch(batch, mesh))
+            state, scalars = step(state, parallel.shard_batch(batch, mesh))
             losses.append(jax.device_get(scalars))
         results.append((losses, jax.device_get(state.generator), len(state.step.devices())))
     (l1, p1, n1), (l2, p2, n2) = results
@@ -148,7 +151,7 @@ MULTI_DEVICE = textwrap.dedent("""
         atol = 1e-4 if collection == "batch_stats" else 1e-5
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=atol, err_msg=str(path))
     try:
-        training.check_batch_size(3, training.make_mesh())
+        parallel.check_batch_size(3, parallel.make_mesh())
     except ValueError as e:
         assert "not divisible by the 2 devices" in str(e)
     else:
@@ -166,7 +169,7 @@ def test_two_devices_match_one_device():
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real_jit = training.jit_train_step
+    real_jit = parallel.jit_train_step
 
     def poisoned(config, mesh):
         # From the 4th step on, the step reports a NaN generator loss.

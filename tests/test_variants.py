@@ -2,22 +2,23 @@
 each; the name mapping both ways; the soft shift's properties and where it differs
 from the official code on purpose."""
 
+import hostile_checkpoints as hostile
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import IN_REPO_FIXTURES, key
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import hostile_checkpoints as hostile
-from shiftnet_jax import checkpoint, predict
-from shiftnet_jax.convert import from_torch_state_dict, main, to_torch_state_dict
-from shiftnet_jax.inpaint import inpaint_image
-from shiftnet_jax.model import ShiftNetGenerator
-from shiftnet_jax.soft_shift import soft_shift
-
-from conftest import IN_REPO_FIXTURES, key
 from test_variants_parity import load_variant, rel
+
+from shiftnet_jax import checkpoint
+from shiftnet_jax.convert import main
+from shiftnet_jax.inference import predict
+from shiftnet_jax.inference.inpaint import inpaint_image
+from shiftnet_jax.nets.generator import ShiftNetGenerator
+from shiftnet_jax.nets.soft_shift import soft_shift
+from shiftnet_jax.torchfile.state_dicts import from_torch_state_dict, to_torch_state_dict
 
 # case -> (the official generator the converter reports, the flags that make it exact)
 CONVERSIONS = {
@@ -168,7 +169,7 @@ def test_spatial_soft_shift_copies_a_clear_winner_and_the_official_order_does_no
     assert rel(official[0, 2, 2] * 9, target) > 0.5
     # Why: official "patch" q is the q-th run of C values of the channel-major map
     # (here channel 0 at 4 neighbouring positions), not position q's feature.
-    from shiftnet_jax.soft_shift import _patches, _reference_order
+    from shiftnet_jax.nets.soft_shift import _patches, _reference_order
 
     ramp = np.arange(h * w * c, dtype=np.float32).reshape(1, c, h, w).transpose(0, 2, 3, 1)
     patches = np.asarray(_reference_order(_patches(ramp, 1)))[0, :, 0, 0]   # (h*w, c)
@@ -179,8 +180,9 @@ def test_spatial_soft_shift_copies_a_clear_winner_and_the_official_order_does_no
 def test_spectral_norm_power_iteration_finds_the_largest_singular_value():
     """Training mode: one power iteration per call, u and v stored; repeated calls
     converge to W's largest singular value, and evaluation divides by u . W v."""
-    from shiftnet_jax.spectral import SpectralNorm
     import flax.linen as nn
+
+    from shiftnet_jax.nets.layers import SpectralNorm
 
     class Layer(nn.Module):
         @nn.compact

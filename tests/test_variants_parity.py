@@ -8,13 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from shiftnet_jax.convert import from_torch_state_dict
-from shiftnet_jax.face_model import flip_shift
-from shiftnet_jax.model import ShiftNetGenerator
-from shiftnet_jax.soft_shift import soft_shift
-
 from conftest import IN_REPO_FIXTURES, assert_gradients_match, nhwc
+
+from shiftnet_jax.nets.flip_shift import flip_shift
+from shiftnet_jax.nets.generator import ShiftNetGenerator
+from shiftnet_jax.nets.soft_shift import soft_shift
+from shiftnet_jax.torchfile.state_dicts import from_torch_state_dict
 
 CASES = ("res", "res_batch", "patch_soft", "res_patch_soft", "face", "rgb_input", "spectral")
 

@@ -100,7 +100,9 @@ def patch_reference():
     """P1-P3 of the module docstring."""
     import util.util as rutil
     from models.patch_soft_shift.innerPatchSoftShiftTriple import InnerPatchSoftShiftTriple
-    from models.res_patch_soft_shift.innerResPatchSoftShiftTriple import InnerResPatchSoftShiftTriple
+    from models.res_patch_soft_shift.innerResPatchSoftShiftTriple import (
+        InnerResPatchSoftShiftTriple,
+    )
     from models.res_shift_net.innerResShiftTriple import InnerResShiftTriple
 
     for cls in (InnerResShiftTriple, InnerPatchSoftShiftTriple, InnerResPatchSoftShiftTriple):

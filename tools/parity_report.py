@@ -21,8 +21,10 @@ import test_densenet_d as dense  # noqa: E402
 import test_gan_losses as gan  # noqa: E402
 import test_variants_parity as variants  # noqa: E402
 from conftest import nhwc  # noqa: E402
-from shiftnet_jax import losses, vgg  # noqa: E402
-from shiftnet_jax.model import Discriminator  # noqa: E402
+
+from shiftnet_jax.nets import vgg  # noqa: E402
+from shiftnet_jax.nets.discriminators import Discriminator  # noqa: E402
+from shiftnet_jax.train import losses
 
 
 def rel(a, b):

@@ -4,7 +4,7 @@ Batches are dicts ``{"image": (B,H,W,3) float32 in [-1, 1], "hole": (B,H,W,1)
 float32, 1 = missing}``. Decoding, resizing and masks run on the host in
 worker threads (PIL and NumPy release the GIL), a few batches ahead of the
 training step. Sources (sample photos, folders, TFDS) are in
-:mod:`shiftnet_jax.sources`.
+:mod:`shiftnet_jax.data.sources`.
 
 Determinism: epoch ``e`` visits ``permutation_e = rng(seed, e)`` of the
 images; host ``p`` of ``P`` takes every P-th entry (training drops the last
@@ -37,7 +37,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from shiftnet_jax import masks, sources
+from shiftnet_jax.data import masks, sources
 
 
 # --------------------------------------------------------------- transforms

@@ -1,5 +1,5 @@
 """Hole shapes, host-side NumPy: the centre square, random rectangles, the
-reference's islands, free-form strokes. :mod:`shiftnet_jax.masks` names them
+reference's islands, free-form strokes. :mod:`shiftnet_jax.data.masks` names them
 and builds mask functions from specs.
 
 Every mask is float32 (H, W, 1), 1 = missing pixel (hole), 0 = known. Random

@@ -14,9 +14,9 @@ Kinds (names accepted by :func:`make_mask_fn`):
 * ``"strokes"`` -- :func:`stroke_mask`, free-form brush strokes plus boxes.
 * ``"mix"``     -- :func:`mixture_mask`, one of the above chosen per call.
 * ``"files"``   -- masks read from image files (bright = hole, see
-  :mod:`shiftnet_jax.image_io`), one per call.
+  :mod:`shiftnet_jax.data.image_io`), one per call.
 
-The shapes themselves are in :mod:`shiftnet_jax.mask_shapes`.
+The shapes themselves are in :mod:`shiftnet_jax.data.mask_shapes`.
 """
 
 from __future__ import annotations
@@ -28,9 +28,17 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from shiftnet_jax import image_io
-from shiftnet_jax.mask_shapes import (as_mask, as_pair, center_mask, check_rng, island_mask,
-                                      random_rect_mask, resize_nearest, stroke_mask)
+from shiftnet_jax.data import image_io
+from shiftnet_jax.data.mask_shapes import (
+    as_mask,
+    as_pair,
+    center_mask,
+    check_rng,
+    island_mask,
+    random_rect_mask,
+    resize_nearest,
+    stroke_mask,
+)
 
 MaskFn = Callable[[np.random.Generator, "int | tuple[int, int]"], np.ndarray]
 
@@ -108,7 +116,7 @@ def _mixture_fn(fns: list[MaskFn], probs: np.ndarray) -> MaskFn:
 # ----------------------------------------------------------------------------
 
 def load_mask_image(path, size=None, threshold: float = image_io.MASK_THRESHOLD) -> np.ndarray:
-    """A mask read from an image file with :func:`shiftnet_jax.image_io.decode_mask`'s rule
+    """A mask read from an image file with :func:`shiftnet_jax.data.image_io.decode_mask`'s rule
     (bright = hole: strength > ``threshold``, 0 by default).
 
     Args:
@@ -226,7 +234,7 @@ def make_mask_fn(spec) -> MaskFn:
         ``{"kind": "mix", "kinds": {"center": 1, "strokes": {"weight": 3, "max_strokes": 3}}}``
         (on the command line ``mix:center=1,strokes=3``),
         ``{"kind": "files", "paths": "masks/", "threshold": 127}`` (a folder or a list of
-        files; bright = hole as :mod:`shiftnet_jax.image_io` reads masks; loaded once,
+        files; bright = hole as :mod:`shiftnet_jax.data.image_io` reads masks; loaded once,
         resized with nearest neighbour).
 
     Returns:

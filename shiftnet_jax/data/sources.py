@@ -1,7 +1,7 @@
 """Image sources: where training and evaluation images come from.
 
 A source has ``__len__``, ``__getitem__(i) -> uint8 (H, W, 3)`` and
-``describe(i)`` (a name for messages); :mod:`shiftnet_jax.data` turns one into
+``describe(i)`` (a name for messages); :mod:`shiftnet_jax.data.loader` turns one into
 batches.
 
 * :class:`SampleSource` -- the offline default: colour photographs shipped
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shiftnet_jax.image_io import IMAGE_EXTENSIONS, decode_image, list_images
+from shiftnet_jax.data.image_io import IMAGE_EXTENSIONS, decode_image, list_images
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ drawn with a fixed seed, four results are scored:
   per image and channel.
 
 All results are 8-bit images (the generator's output is rounded to 8 bits, as
-it would be saved), scored with :mod:`shiftnet_jax.metrics` on the [0, 1]
+it would be saved), scored with :mod:`shiftnet_jax.inference.metrics` on the [0, 1]
 scale: PSNR (dB), SSIM, mean L1 and mean l2, over the whole image and over the
 hole only, overall and per hole-ratio band (0-10 %, 10-20 %, ...). Images whose
 hole is empty are skipped (every method is exact there). Means ignore NaN (a
@@ -35,11 +35,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from shiftnet_jax import checkpoint, image_io, metrics, sources
-from shiftnet_jax import masks as masklib
-from shiftnet_jax import data as datalib
-from shiftnet_jax.predict import forward, pad_batch
-from shiftnet_jax.reporting import to_uint8
+from shiftnet_jax import checkpoint
+from shiftnet_jax.data import image_io, sources
+from shiftnet_jax.data import loader as datalib
+from shiftnet_jax.data import masks as masklib
+from shiftnet_jax.inference import metrics
+from shiftnet_jax.inference.predict import forward, pad_batch
+from shiftnet_jax.train.reporting import to_uint8
 
 METHODS = ("shiftnet", "telea", "navier_stokes", "mean_fill")
 METRICS = ("psnr", "ssim", "l1", "l2")
@@ -135,7 +137,7 @@ def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: i
       ckpt_dir: checkpoint directory (its ``config.json`` gives the model and data).
       data: a folder of images instead of the config's test split.
       masks: a mask spec (``center``, ``rect:max_size=96``, ``strokes``, ...; see
-        :func:`shiftnet_jax.masks.make_mask_fn`) or a folder of mask images; drawn
+        :func:`shiftnet_jax.data.masks.make_mask_fn`) or a folder of mask images; drawn
         with ``seed`` (same seed, same holes).
       mask_threshold: for a mask folder, the 8-bit strength above which a pixel is a
         hole (default 0: nonzero = hole).

@@ -14,7 +14,7 @@ the decoded input, bit for bit. A 4000x3000 photo therefore costs one
 256x256 forward pass; a larger ``size`` gives sharper fills at more cost.
 
 **Input/output.** Images may be RGB, RGBA, grey, palette or 16-bit; they are
-decoded to 8-bit RGB by :mod:`shiftnet_jax.image_io` (16-bit / 257, alpha
+decoded to 8-bit RGB by :mod:`shiftnet_jax.data.image_io` (16-bit / 257, alpha
 composited over white, EXIF rotation applied) and the output is 8-bit RGB PNG.
 Masks: any nonzero pixel is a hole (LaMa's convention; transparent pixels of a
 mask with alpha are not; ``threshold`` raises the bar, see ``image_io``). An empty mask returns the image
@@ -38,10 +38,10 @@ import cv2
 import jax
 import numpy as np
 
-from shiftnet_jax import image_io
-from shiftnet_jax.image_io import InputError, as_rgb_uint8
-from shiftnet_jax.predict import forward, pad_batch
-from shiftnet_jax.reporting import to_uint8
+from shiftnet_jax.data import image_io
+from shiftnet_jax.data.image_io import InputError, as_rgb_uint8
+from shiftnet_jax.inference.predict import forward, pad_batch
+from shiftnet_jax.train.reporting import to_uint8
 
 MASK_RE = re.compile(r"^(?P<base>.+)_mask(?P<num>\d*)$")
 DEFAULT_SIZE = 256

@@ -13,8 +13,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from shiftnet_jax import metrics
-from shiftnet_jax.shift import shift_indices
+from shiftnet_jax.inference import metrics
+from shiftnet_jax.nets.shift import shift_indices
 
 
 class Prediction(NamedTuple):

@@ -1,4 +1,9 @@
-"""The official ``densenet`` discriminator (``--which_model_netD densenet``).
+"""The discriminators: PatchGAN (the official ``basic``) and ``densenet``.
+
+:class:`Discriminator` is pix2pix's PatchGAN with ``n_layers=3`` (the official
+``--which_model_netD basic``), spectral norm on every conv by default.
+
+:class:`DenseNetDiscriminator` is the official ``--which_model_netD densenet``.
 
 The official ``DenseNetDiscrimator`` is DenseNet-121's feature extractor
 (torchvision's layout: a 7x7/2 conv, BatchNorm, ReLU, 3x3/2 max pool; dense
@@ -17,9 +22,40 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
-import numpy as np
 
-from shiftnet_jax.spectral import SpectralNorm
+from shiftnet_jax.nets.layers import SpectralNorm, conv_init, make_norm
+
+
+class Discriminator(nn.Module):
+    """PatchGAN discriminator (pix2pix ``n_layers=3``): (B, H, W, 3) -> (B, H/8-2, W/8-2, 1) logits."""
+
+    ndf: int = 64
+    n_layers: int = 3
+    norm: str = "instance"
+    spectral_norm: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        bias = self.norm == "instance"
+
+        def conv(features, stride, use_bias, name):
+            layer = nn.Conv(features, (4, 4), strides=(stride, stride),
+                            padding=((1, 1), (1, 1)), use_bias=use_bias, dtype=self.dtype,
+                            kernel_init=conv_init, name=name)
+            if self.spectral_norm:
+                sn = nn.SpectralNorm(layer, name=f"{name}_sn")
+                return lambda h: sn(h, update_stats=train)
+            return layer
+
+        x = nn.leaky_relu(conv(self.ndf, 2, True, "conv_0")(x.astype(self.dtype)), 0.2)
+        for i in range(1, self.n_layers + 1):
+            stride = 2 if i < self.n_layers else 1
+            x = conv(self.ndf * min(2 ** i, 8), stride, bias, f"conv_{i}")(x)
+            x = make_norm(self.norm, train, self.dtype, f"norm_{i}")(x)
+            x = nn.leaky_relu(x, 0.2)
+        x = conv(1, 1, True, f"conv_{self.n_layers + 1}")(x)
+        return x.astype(jnp.float32)
 
 
 class DenseNetDiscriminator(nn.Module):
@@ -67,56 +103,3 @@ class DenseNetDiscriminator(nn.Module):
         x = norm("norm5")(x)            # no ReLU after it, as the official features end
         x = conv(256, 3, 1, 0, "conv_last", bias=True)(x)
         return x.astype(jnp.float32)
-
-
-def from_torch_state_dict(state):
-    """An official ``DenseNetDiscrimator`` state dict (``model.features.*``,
-    ``model.conv_last.*``) -> (kwargs, variables) of :class:`DenseNetDiscriminator`."""
-    from shiftnet_jax.convert import _spectral_v, _weight
-
-    state = {k[len("model."):] if k.startswith("model.") else k: np.asarray(v)
-             for k, v in state.items()}
-    params, stats = {}, {}
-
-    def put_conv(ours, prefix, bias=False):
-        weight = _weight(state, prefix)
-        w = state[weight]
-        params[ours] = {"kernel": np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)))}
-        if bias:
-            params[ours]["bias"] = state[prefix + "bias"]
-        if weight.endswith("_orig") and prefix + "weight_u" in state:
-            stats[f"{ours}_sn"] = {"u": state[prefix + "weight_u"],
-                                   "v": _spectral_v(state[prefix + "weight_v"], w.shape, False)}
-        return w
-
-    def put_norm(ours, prefix):
-        params[ours] = {"scale": state[prefix + "weight"], "bias": state[prefix + "bias"]}
-        if prefix + "running_mean" in state:
-            stats[ours] = {"mean": state[prefix + "running_mean"],
-                           "var": state[prefix + "running_var"]}
-
-    first = put_conv("conv0", "features.conv0.")
-    put_norm("norm0", "features.norm0.")
-    blocks = []
-    b = 1
-    while f"features.denseblock{b}.denselayer1.norm1.weight" in state:
-        i = 1
-        while f"features.denseblock{b}.denselayer{i}.norm1.weight" in state:
-            p, name = f"features.denseblock{b}.denselayer{i}.", f"block{b}_layer{i}"
-            put_norm(f"{name}_norm1", p + "norm1.")
-            bottleneck = put_conv(f"{name}_conv1", p + "conv1.")
-            put_norm(f"{name}_norm2", p + "norm2.")
-            growth = put_conv(f"{name}_conv2", p + "conv2.").shape[0]
-            i += 1
-        blocks.append(i - 1)
-        if f"features.transition{b}.norm.weight" in state:
-            put_norm(f"transition{b}_norm", f"features.transition{b}.norm.")
-            put_conv(f"transition{b}_conv", f"features.transition{b}.conv.")
-        b += 1
-    put_norm("norm5", "features.norm5.")
-    put_conv("conv_last", "conv_last.", bias=True)
-    spectral = any(k.endswith("weight_orig") for k in state)
-    kwargs = dict(growth_rate=int(growth), block_config=tuple(blocks),
-                  num_init_features=int(first.shape[0]),
-                  bn_size=int(bottleneck.shape[0]) // int(growth), spectral_norm=spectral)
-    return kwargs, {"params": params, "batch_stats": stats}

@@ -27,7 +27,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from shiftnet_jax.shift import shift
+from shiftnet_jax.nets.shift import shift
 
 FACE_CONV_LEVEL = 2   # encoder level whose conv is 6x6 (the official e3_c)
 
@@ -39,7 +39,7 @@ def flip_shift(decoded, encoded, flipped, hole, flipped_hole, *, triple_weight=1
       decoded, encoded: (B, H, W, C) decoder and encoder features of the masked image.
       flipped: (B, H, W, C) encoder features of the flipped masked image (constant).
       hole: (B, H, W) bool, the hole; flipped_hole: the hole of the flipped image there.
-      triple_weight, tile: as :func:`shiftnet_jax.shift.shift`.
+      triple_weight, tile: as :func:`shiftnet_jax.nets.shift.shift`.
 
     Returns:
       (B, H, W, C): at each hole position the candidate (own or flipped) of highest

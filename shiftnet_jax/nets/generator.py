@@ -27,20 +27,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from shiftnet_jax.conv import Conv4x4
-from shiftnet_jax.feature_hole import METHODS as FEATURE_HOLE_METHODS
-from shiftnet_jax.feature_hole import feature_hole
-from shiftnet_jax.spectral import SpectralNorm
-from shiftnet_jax.variants import ShiftLevel, check_options
-
-NORMS = ("instance", "batch")
-# The reference initialises conv weights with N(0, 0.02), BatchNorm scales with
-# N(1, 0.02), InstanceNorm scales with 1, and all biases with 0.
-conv_init = nn.initializers.normal(0.02)
-
-
-def batch_norm_scale_init(key, shape, dtype=jnp.float32):
-    return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+from shiftnet_jax.nets.conv import Conv4x4
+from shiftnet_jax.nets.feature_hole import METHODS as FEATURE_HOLE_METHODS
+from shiftnet_jax.nets.feature_hole import feature_hole
+from shiftnet_jax.nets.layers import NORMS, SpectralNorm, conv_init, make_norm
+from shiftnet_jax.nets.shift_level import ShiftLevel, check_options
 
 
 class ShiftFeatures(NamedTuple):
@@ -54,15 +45,6 @@ class ShiftFeatures(NamedTuple):
     decoded: jax.Array
     encoded: jax.Array
     hole: jax.Array
-
-
-def make_norm(kind: str, train: bool, dtype, name: str):
-    """InstanceNorm (affine, per-image statistics) or BatchNorm, as in PyTorch (eps 1e-5)."""
-    if kind == "instance":
-        return nn.InstanceNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype, name=name)
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                        use_fast_variance=False, dtype=dtype, scale_init=batch_norm_scale_init,
-                        name=name)
 
 
 class Down(nn.Module):
@@ -106,7 +88,7 @@ class Up(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         # = nn.ConvTranspose(padding=2): padding k-1-p = 2 on the 2x-dilated input is
-        # PyTorch's ConvTranspose2d(4, 2, 1) with the kernel flipped (see convert.py).
+        # PyTorch's ConvTranspose2d(4, 2, 1) with the kernel flipped (see torchfile/state_dicts.py).
         conv = Conv4x4(self.features, transpose=True, impl=self.conv_impl, dtype=self.dtype,
                        kernel_init=conv_init, name="conv")
         x = SpectralNorm(conv, name="sn")(x, train) if self.spectral_norm else conv(x)
@@ -130,20 +112,20 @@ class ShiftNetGenerator(nn.Module):
       shift_tile: column tile of the shift's similarity; None = automatic.
       conv_impl: how the 4x4 stride-2 convs are computed (same parameters and
         results): "auto" (per backend), "lax", "subpixel", "taps", "im2col";
-        see :mod:`shiftnet_jax.conv`.
+        see :mod:`shiftnet_jax.nets.conv`.
       use_shift: False gives the same U-Net without the shift (the official code's
         ``unet_256``, the paper's ablation): the shift level concatenates only
         [decoded, encoded]. Its features are still returned for the guidance loss.
-      variant: the official generator it is (``shiftnet_jax.variants.VARIANTS``):
+      variant: the official generator it is (``shiftnet_jax.nets.shift_level.VARIANTS``):
         "shift", "res", "patch_soft", "res_patch_soft" or "face".
       shift_sz, mask_thred, fuse, stride: the official options of the same names
         (patch size of the soft shift, hole positions a patch may hold, score
-        fusion, stride; see :mod:`shiftnet_jax.soft_shift`).
+        fusion, stride; see :mod:`shiftnet_jax.nets.soft_shift`).
       patch_order: soft shift patches as the official code orders them
         ("reference", for its checkpoints) or as the method describes ("spatial").
       add_mask2input: append the known-pixel channel to the input (official default).
       spectral_norm: spectral normalisation of every U-Net conv, PyTorch's semantics
-        (the official ``--use_spectral_norm_G``; :mod:`shiftnet_jax.spectral`).
+        (the official ``--use_spectral_norm_G``; :mod:`shiftnet_jax.nets.layers`).
     """
 
     ngf: int = 64
@@ -283,35 +265,3 @@ class ShiftNetGenerator(nn.Module):
         output, features = self.decode(self.encode(image, hole, train=train), hole,
                                        flipped=flipped, train=train)
         return (output, features) if return_features else output
-
-
-class Discriminator(nn.Module):
-    """PatchGAN discriminator (pix2pix ``n_layers=3``): (B, H, W, 3) -> (B, H/8-2, W/8-2, 1) logits."""
-
-    ndf: int = 64
-    n_layers: int = 3
-    norm: str = "instance"
-    spectral_norm: bool = True
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, *, train: bool = False):
-        bias = self.norm == "instance"
-
-        def conv(features, stride, use_bias, name):
-            layer = nn.Conv(features, (4, 4), strides=(stride, stride),
-                            padding=((1, 1), (1, 1)), use_bias=use_bias, dtype=self.dtype,
-                            kernel_init=conv_init, name=name)
-            if self.spectral_norm:
-                sn = nn.SpectralNorm(layer, name=f"{name}_sn")
-                return lambda h: sn(h, update_stats=train)
-            return layer
-
-        x = nn.leaky_relu(conv(self.ndf, 2, True, "conv_0")(x.astype(self.dtype)), 0.2)
-        for i in range(1, self.n_layers + 1):
-            stride = 2 if i < self.n_layers else 1
-            x = conv(self.ndf * min(2 ** i, 8), stride, bias, f"conv_{i}")(x)
-            x = make_norm(self.norm, train, self.dtype, f"norm_{i}")(x)
-            x = nn.leaky_relu(x, 0.2)
-        x = conv(1, 1, True, f"conv_{self.n_layers + 1}")(x)
-        return x.astype(jnp.float32)

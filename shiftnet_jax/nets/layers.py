@@ -1,4 +1,10 @@
-"""Spectral normalisation of a conv's kernel with PyTorch's semantics
+"""Layers the networks share, initialised and normalised as PyTorch does.
+
+Norms: :func:`make_norm` builds InstanceNorm (affine) or BatchNorm with
+PyTorch's epsilon and momentum; ``conv_init`` and ``batch_norm_scale_init``
+are the reference's weight initialisation.
+
+Spectral normalisation of a conv's kernel with PyTorch's semantics
 (``torch.nn.utils.spectral_norm``, the official ``--use_spectral_norm_G``).
 
 The kernel (kH, kW, I, O) is used as ``W / sigma`` with ``W`` the (O, kH kW I)
@@ -17,6 +23,25 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+NORMS = ("instance", "batch")
+# The reference initialises conv weights with N(0, 0.02), BatchNorm scales with
+# N(1, 0.02), InstanceNorm scales with 1, and all biases with 0.
+conv_init = nn.initializers.normal(0.02)
+
+
+def batch_norm_scale_init(key, shape, dtype=jnp.float32):
+    return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def make_norm(kind: str, train: bool, dtype, name: str):
+    """InstanceNorm (affine, per-image statistics) or BatchNorm, as in PyTorch (eps 1e-5)."""
+    if kind == "instance":
+        return nn.InstanceNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype, name=name)
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                        use_fast_variance=False, dtype=dtype, scale_init=batch_norm_scale_init,
+                        name=name)
+
 
 EPS = 1e-12
 

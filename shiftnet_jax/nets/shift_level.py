@@ -1,7 +1,7 @@
 """The official generator variants: what the shift level feeds its up conv.
 
 One registry, ``VARIANTS``: our ``ShiftNetGenerator(variant=...)`` name -> the
-official ``--which_model_netG``. All share the U-Net of ``model.py``; they
+official ``--which_model_netG``. All share the U-Net of ``nets/generator.py``; they
 differ at the shift level (features at ``H / 2**shift_layer``, decoder part
 ``d`` and encoder skip ``e``, both after ReLU, the hole ``m`` there):
 
@@ -14,7 +14,7 @@ differ at the shift level (features at ``H / 2**shift_layer``, decoder part
   (``soft_shift.py``).
 * ``res_patch_soft`` (``res_patch_soft_unet_shift_triple``): ``res`` with the soft shift.
 * ``face`` (``face_unet_shift_triple``): ``[d, e, flip_shift(d, e, f)]`` where ``f``
-  are the encoder features of the horizontally flipped input (``face_model.py``);
+  are the encoder features of the horizontally flipped input (``nets/flip_shift.py``);
   its encoder's level 2 conv is 6x6 (stride 2, padding 2).
 
 ``use_shift=False`` (the official ``unet_256``) gives ``[d, e]``.
@@ -27,8 +27,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from shiftnet_jax import soft_shift as soft
-from shiftnet_jax.shift import shift
+from shiftnet_jax.nets import soft_shift as soft
+from shiftnet_jax.nets.flip_shift import flip_shift
+from shiftnet_jax.nets.shift import shift
 
 VARIANTS = {
     "shift": "unet_shift_triple",
@@ -93,8 +94,6 @@ class ShiftLevel(nn.Module):
                                       mask_thred=self.mask_thred, fuse=self.fuse,
                                       stride=self.stride, patch_order=self.patch_order)
         elif self.variant == "face":
-            from shiftnet_jax.face_model import flip_shift
-
             shifted = flip_shift(decoded, encoded, flipped,
                                  shift_hole(hole, self.shift_sz, self.mask_thred),
                                  shift_hole(flipped_hole, self.shift_sz, self.mask_thred),

@@ -9,45 +9,16 @@ ImageNet's normalisation). Then, summed over the three levels:
 * content: mean squared error of the features.
 
 The weights are a torchvision ``vgg16`` state dict the user supplies
-(``features.N.weight`` / ``.bias``), read by the safe reader of
-:mod:`shiftnet_jax.torch_pickle`: nothing is downloaded. Any channel widths
-load (the tests use a narrow VGG16 of the same layout). NHWC throughout.
+(``features.N.weight`` / ``.bias``), read without torch by
+:func:`shiftnet_jax.torchfile.state_dicts.load_vgg16`: nothing is downloaded.
+Any channel widths load (the tests use a narrow VGG16 of the same layout).
+NHWC throughout.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-
-# torchvision vgg16.features indices of the convolutions in each of the three blocks.
-BLOCKS = ((0, 2), (5, 7), (10, 12, 14))
-
-
-def vgg16_params(state):
-    """A torchvision vgg16 state dict (name -> array) -> [[(kernel HWIO, bias), ...] x 3]."""
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    blocks = []
-    for block in BLOCKS:
-        layers = []
-        for index in block:
-            name = f"features.{index}"
-            if f"{name}.weight" not in state or f"{name}.bias" not in state:
-                raise ValueError(f"not a torchvision vgg16 state dict: {name}.weight/.bias missing")
-            weight = np.asarray(state[f"{name}.weight"], np.float32)
-            if weight.ndim != 4 or weight.shape[2:] != (3, 3):
-                raise ValueError(f"{name}.weight has shape {weight.shape}; VGG16 convs are 3x3")
-            layers.append((np.transpose(weight, (2, 3, 1, 0)),
-                           np.asarray(state[f"{name}.bias"], np.float32)))
-        blocks.append(layers)
-    return blocks
-
-
-def load_vgg16(path):
-    """Read a torchvision ``vgg16`` checkpoint without torch (see :func:`vgg16_params`)."""
-    from shiftnet_jax.torch_pickle import read_torch_state_dict
-
-    return vgg16_params(read_torch_state_dict(path))
 
 
 def features(params, x):

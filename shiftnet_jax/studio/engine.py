@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shiftnet_jax import checkpoint, image_io, inpaint
+from shiftnet_jax import checkpoint
+from shiftnet_jax.data import image_io
+from shiftnet_jax.inference import inpaint
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 50_000_000

@@ -24,7 +24,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from shiftnet_jax import image_io
+from shiftnet_jax.data import image_io
 from shiftnet_jax.studio import engine as eng
 from shiftnet_jax.studio.engine import BadInput, Engine, TooLarge
 

@@ -10,7 +10,7 @@ Two on-disk formats are understood:
   8-byte little-endian element count followed by the raw bytes, always
   little-endian whatever the sys info says (as torch reads them).
 
-The pickles run on :mod:`shiftnet_jax.pickle_scan`'s restricted machine: the few
+The pickles run on :mod:`shiftnet_jax.torchfile.pickle_vm`'s restricted machine: the few
 globals a state dict uses map onto local stand-ins, everything else is refused,
 so nothing named in the file is ever imported or called. Every size is checked
 against the limits below before the work it implies is done; the file is
@@ -26,12 +26,28 @@ from pathlib import Path
 
 import numpy as np
 
-from shiftnet_jax import torch_archive
-from shiftnet_jax.pickle_scan import (CheckpointError, CheckpointLimitError, Limits, Reducer,
-                                      UnsafeCheckpointError, UnsupportedCheckpointError, describe,
-                                      limit, load_pickle, one_line, quote)
-from shiftnet_jax.torch_archive import MAX_FILE_BYTES
-from shiftnet_jax.torch_tensors import Storage, Tensor, flatten, is_dims, make_tensor, materialise, select
+from shiftnet_jax.errors import one_line
+from shiftnet_jax.torchfile import archive
+from shiftnet_jax.torchfile.archive import MAX_FILE_BYTES
+from shiftnet_jax.torchfile.limits import (
+    CheckpointError,
+    CheckpointLimitError,
+    Limits,
+    UnsafeCheckpointError,
+    UnsupportedCheckpointError,
+    limit,
+    quote,
+)
+from shiftnet_jax.torchfile.pickle_vm import Reducer, describe, load_pickle
+from shiftnet_jax.torchfile.tensors import (
+    Storage,
+    Tensor,
+    flatten,
+    is_dims,
+    make_tensor,
+    materialise,
+    select,
+)
 
 try:  # ml_dtypes ships with jax; without it bfloat16/float8 tensors are unsupported.
     import ml_dtypes
@@ -167,7 +183,7 @@ def _check_pid(pid, n):
     return tag, key, numel
 
 def _read_zip(f, size, lim: Limits, max_entries):
-    zf = torch_archive.ZipArchive(f, size, max_entries)
+    zf = archive.ZipArchive(f, size, max_entries)
     order = "<"  # archives without a byteorder record are little-endian (torch's default)
     if zf.has("byteorder"):
         order = {b"little": "<", b"big": ">"}.get(zf.read("byteorder", 16, "16 bytes"))
@@ -259,7 +275,7 @@ def _read_legacy(f, size, lim: Limits):
             raise CheckpointError("truncated: the storage data ends early")
 
     def source(root, out):
-        torch_archive.read_exactly(f, root.where, out, f"storage {quote(root.key)}")
+        archive.read_exactly(f, root.where, out, f"storage {quote(root.key)}")
 
     return obj, source
 
@@ -268,7 +284,7 @@ def _no_class(module, name):
     raise CheckpointError("malformed legacy header: it names a global")
 
 
-def _file_name(path) -> str:
+def file_name(path) -> str:
     text = os.fsdecode(path)
     name = Path(text).name or text
     name = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name[:200])
@@ -289,7 +305,7 @@ def read_torch_state_dict(path, *, max_file_bytes: int = MAX_FILE_BYTES,
     ``max_output_bytes`` of tensor data decoded (default: 4 x the file size +
     64 MiB, at most 8 GiB); ``max_entries`` tensors; and the pickle's
     ``max_pickle_bytes``, ``max_depth``, ``max_memo``, ``max_objects``,
-    ``max_opcodes`` (see :mod:`shiftnet_jax.pickle_scan`).
+    ``max_opcodes`` (see :mod:`shiftnet_jax.torchfile.pickle_vm`).
 
     Raises :class:`UnsafeCheckpointError` when the pickle asks for anything
     outside the allow-list, :class:`UnsupportedCheckpointError` for what numpy
@@ -297,10 +313,10 @@ def read_torch_state_dict(path, *, max_file_bytes: int = MAX_FILE_BYTES,
     :class:`CheckpointError` for every other problem; the message is one
     printable line of at most 300 characters, starting with the file name.
     """
-    name = _file_name(path)
+    name = file_name(path)
     lim = Limits(**pickle_limits)
     try:
-        with torch_archive.open_regular_file(path, max_file_bytes) as (f, size):
+        with archive.open_regular_file(path, max_file_bytes) as (f, size):
             if max_output_bytes is None:
                 max_output_bytes = min(MAX_OUTPUT_BYTES, OUTPUT_PER_FILE_BYTE * size + OUTPUT_SLACK)
             magic = f.read(4)

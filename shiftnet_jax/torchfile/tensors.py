@@ -1,6 +1,6 @@
 """The tensors of a checkpoint, from stand-ins to numpy arrays.
 
-:mod:`shiftnet_jax.torch_pickle` turns each storage and tensor of the pickle into
+:mod:`shiftnet_jax.torchfile.reader` turns each storage and tensor of the pickle into
 a :class:`Storage` / :class:`Tensor` stand-in, validated when it is created
 (inside its storage, no self-overlap). Then the state dict is picked out and
 flattened, visiting each dict once, and each distinct view is copied out of its
@@ -12,8 +12,9 @@ import math
 
 import numpy as np
 
-from shiftnet_jax import torch_archive
-from shiftnet_jax.pickle_scan import CheckpointError, UnsupportedCheckpointError, describe, limit, quote
+from shiftnet_jax.torchfile import archive
+from shiftnet_jax.torchfile.limits import CheckpointError, UnsupportedCheckpointError, limit, quote
+from shiftnet_jax.torchfile.pickle_vm import describe
 
 MAX_KEY_CHARS = 1024          # characters of one flattened key
 MAX_DIMS = 64
@@ -156,12 +157,12 @@ def _storage_arrays(root, views, source):
         raw = out.reshape(-1).view(np.uint8)
         source(root, raw)
         if root.order == ">":
-            torch_archive.swap_bytes(raw, _swap_unit(root.dtype))
+            archive.swap_bytes(raw, _swap_unit(root.dtype))
         return {0: out}
     raw = np.empty(root.nbytes, np.uint8)
     source(root, raw)
     if root.order == ">":  # as torch: swap by the storage's element type
-        torch_archive.swap_bytes(raw, _swap_unit(root.dtype))
+        archive.swap_bytes(raw, _swap_unit(root.dtype))
     result = {}
     for i, t in enumerate(views):
         if not math.prod(t.size):

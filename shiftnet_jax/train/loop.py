@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import signal
 import sys
 import time
@@ -22,9 +21,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from shiftnet_jax import checkpoint, data, metrics, predict, reporting, sources
+from shiftnet_jax import checkpoint
 from shiftnet_jax import config as configlib
-from shiftnet_jax import train as training
+from shiftnet_jax.data import loader as data
+from shiftnet_jax.data import sources
+from shiftnet_jax.inference import metrics, predict
+from shiftnet_jax.train import parallel, reporting
+from shiftnet_jax.train import step as training
 
 
 class TrainingDiverged(RuntimeError):
@@ -72,41 +75,13 @@ def _mean_scalars(pending):
     return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
 
 
-def init_distributed():
-    """``jax.distributed.initialize`` from ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``
-    and ``JAX_PROCESS_ID`` where set (else JAX's own cluster detection), with CPU
-    collectives over gloo so that processes without accelerators can all-reduce."""
-    kwargs = {}
-    for name, key, cast in (("JAX_COORDINATOR_ADDRESS", "coordinator_address", str),
-                            ("JAX_NUM_PROCESSES", "num_processes", int),
-                            ("JAX_PROCESS_ID", "process_id", int)):
-        if os.environ.get(name):
-            try:
-                kwargs[key] = cast(os.environ[name])
-            except ValueError:
-                raise configlib.ConfigError(f"{name}={os.environ[name]!r} is not an integer") from None
-    try:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    except (AttributeError, ValueError):  # option absent in this JAX: its default applies
-        pass
-    jax.distributed.initialize(**kwargs)
-
-
-def gather(x):
-    """A (possibly multi-process) global array -> the whole array as NumPy on every process."""
-    if jax.process_count() == 1:
-        return np.asarray(jax.device_get(x))
-    from jax.experimental import multihost_utils
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
 def predict_batch(model, variables, batch, mesh):
     """The sharded forward on this process's batch -> (image, hole, Prediction), gathered from
     every process (a collective: every process must call it)."""
-    sharded = training.shard_batch({k: batch[k] for k in ("image", "hole")}, mesh)
+    sharded = parallel.shard_batch({k: batch[k] for k in ("image", "hole")}, mesh)
     prediction = predict.forward(model, variables, sharded["image"], sharded["hole"])
-    return (gather(sharded["image"]), gather(sharded["hole"]),
-            predict.Prediction(gather(prediction.composite), gather(prediction.output), None))
+    return (parallel.gather(sharded["image"]), parallel.gather(sharded["hole"]),
+            predict.Prediction(parallel.gather(prediction.composite), parallel.gather(prediction.output), None))
 
 
 def evaluate(state, config, mesh, model, local_batch: int, source):
@@ -127,7 +102,7 @@ def evaluate(state, config, mesh, model, local_batch: int, source):
         padded = {k: predict.pad_batch(v, local_batch) for k, v in batch.items()}
         padded["valid"] = valid
         image, hole, prediction = predict_batch(model, state.generator, padded, mesh)
-        keep = gather(training.shard_batch({"valid": valid}, mesh)["valid"])
+        keep = parallel.gather(parallel.shard_batch({"valid": valid}, mesh)["valid"])
         image, hole, fake = image[keep], hole[keep], prediction.composite[keep]
         if not len(image):
             continue
@@ -145,11 +120,11 @@ def evaluate(state, config, mesh, model, local_batch: int, source):
 def train_and_evaluate(config, workdir) -> dict:
     """Train as ``config`` says, in ``workdir`` (resuming from its latest checkpoint)."""
     if config.distributed:
-        init_distributed()
+        parallel.init_distributed()
     workdir = Path(workdir)
     main_process = jax.process_index() == 0
-    mesh = training.make_mesh()
-    training.check_batch_size(config.batch_size, mesh)
+    mesh = parallel.make_mesh()
+    parallel.check_batch_size(config.batch_size, mesh)
     local_batch = config.batch_size // jax.process_count()
     # Open the data first: a missing data set fails in a second, not after init.
     source = sources.make_source(config.data, train=True)
@@ -157,7 +132,7 @@ def train_and_evaluate(config, workdir) -> dict:
         checkpoint.write_config(workdir, config.to_dict())
 
     mngr = checkpoint.manager(workdir, max_to_keep=config.keep_checkpoints)
-    state = training.replicate(training.create_state(config, config.data.crop_size), mesh)
+    state = parallel.replicate(training.create_state(config, config.data.crop_size), mesh)
     restored_step, restored = checkpoint.restore(mngr, target=state)
     if restored is not None:
         state = restored
@@ -166,7 +141,7 @@ def train_and_evaluate(config, workdir) -> dict:
     loader = data.from_config(config.data, train=True, batch_size=local_batch, source=source,
                               seed=config.seed, start_step=start)
     steps = total_steps(config, loader.steps_per_epoch)
-    step_fn = training.jit_train_step(config, mesh)
+    step_fn = parallel.jit_train_step(config, mesh)
     generator, _ = training.make_models(config)
     eval_sources = []  # opened on first use, then reused by every evaluation
 
@@ -204,7 +179,7 @@ def train_and_evaluate(config, workdir) -> dict:
             batches = iter(loader)
             while step < steps and stop.signal is None:
                 batch = next(batches)
-                state, step_scalars = step_fn(state, training.shard_batch(batch, mesh))
+                state, step_scalars = step_fn(state, parallel.shard_batch(batch, mesh))
                 pending.append(step_scalars)
                 step += 1
                 bar.update(1)

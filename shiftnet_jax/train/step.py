@@ -1,9 +1,7 @@
-"""Training Shift-Net: create the state, one jitted D+G step, the loop.
+"""One training step of Shift-Net: the models, the optimiser, the state, D and G updates.
 
-The step runs data-parallel over every device along a ``"data"`` mesh axis:
-the batch is split across devices, the state replicated, and XLA inserts the
-gradient all-reduce (what ``pmap`` + ``pmean`` did, on ``jax.jit`` +
-``NamedSharding``). The state buffers are donated.
+The step is a pure function of (state, batch); :mod:`shiftnet_jax.train.parallel`
+jits it over the device mesh.
 
 One step (as the reference orders it, but with one generator forward):
   1. the guidance target: the encoder levels up to the shift layer on the
@@ -23,13 +21,14 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from shiftnet_jax import losses, metrics, vgg
-from shiftnet_jax.model import Discriminator, ShiftNetGenerator
+from shiftnet_jax.inference import metrics
+from shiftnet_jax.nets import vgg
+from shiftnet_jax.nets.discriminators import DenseNetDiscriminator, Discriminator
+from shiftnet_jax.nets.generator import ShiftNetGenerator
+from shiftnet_jax.torchfile.state_dicts import load_vgg16
+from shiftnet_jax.train import losses
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -48,8 +47,6 @@ def make_models(config):
     generator = ShiftNetGenerator(**config.model.to_dict(), dtype=dtype)
     d_kwargs = config.discriminator.to_dict()
     if d_kwargs.pop("kind", "patchgan") == "densenet":   # official --which_model_netD densenet
-        from shiftnet_jax.densenet import DenseNetDiscriminator
-
         return generator, DenseNetDiscriminator(spectral_norm=d_kwargs["spectral_norm"], dtype=dtype)
     discriminator = Discriminator(**d_kwargs, dtype=dtype)
     return generator, discriminator
@@ -84,7 +81,7 @@ def create_state(config, image_size: int) -> TrainState:
 @functools.lru_cache(maxsize=2)
 def _vgg16(path):
     """The VGG16 weights of the style/content losses, read once per file."""
-    return vgg.load_vgg16(path)
+    return load_vgg16(path)
 
 
 def _apply_generator(generator, g_vars, params, image, hole):
@@ -190,38 +187,3 @@ def train_step(state: TrainState, batch, *, config):
     new_state = state.replace(step=state.step + 1, generator=new_g, discriminator=d_vars,
                               g_opt=g_opt, d_opt=d_opt)
     return new_state, scalars
-
-
-# --- data parallelism ---------------------------------------------------------
-
-def make_mesh(devices=None) -> Mesh:
-    return Mesh(np.asarray(devices or jax.devices()), ("data",))
-
-
-def check_batch_size(global_batch: int, mesh: Mesh):
-    n = mesh.devices.size
-    if global_batch % n:
-        raise ValueError(f"batch_size {global_batch} is not divisible by the {n} devices; "
-                         f"use a multiple of {n}")
-    if global_batch % jax.process_count():
-        raise ValueError(f"batch_size {global_batch} is not divisible by the "
-                         f"{jax.process_count()} processes")
-
-
-def replicate(tree, mesh: Mesh):
-    return jax.device_put(tree, NamedSharding(mesh, P()))
-
-
-def shard_batch(local_batch: dict, mesh: Mesh) -> dict:
-    """This process's share of the batch -> global arrays split along ``"data"``."""
-    sharding = NamedSharding(mesh, P("data"))
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-            for k, v in local_batch.items()}
-
-
-def jit_train_step(config, mesh: Mesh):
-    """``train_step`` jitted over ``mesh`` with the state donated."""
-    replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    return jax.jit(functools.partial(train_step, config=config),
-                   in_shardings=(replicated, split), out_shardings=(replicated, replicated),
-                   donate_argnums=0)

@@ -1,0 +1,2 @@
+"""Images and masks in, training batches out: decoding, hole shapes, mask specs,
+sources (folders, TFDS, the sample, held-out regions) and the loader."""

@@ -1,0 +1,1 @@
+"""Using a trained generator: the forward pass, metrics, evaluation, inpainting files."""

@@ -1,0 +1,1 @@
+"""The networks: the generator and its shift layers, the discriminators, VGG16 (NHWC)."""

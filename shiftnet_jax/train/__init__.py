@@ -1,0 +1,1 @@
+"""Training: losses, the jitted step, data parallelism, the loop and its reports."""
