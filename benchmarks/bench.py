@@ -156,11 +156,11 @@ def run_isolated(case, peaks, argv) -> dict:
             "traceback": (proc.stderr or proc.stdout)[-3000:]}
 
 
-def run(args, argv, *, deadline: float | None = None) -> dict:
+def run(args, argv, *, deadline: float | None = None, peaks: dict | None = None) -> dict:
     """Every case of ``args.only``; the report (environment, peaks, results, comparison).
 
     ``deadline`` (a ``time.perf_counter()`` value): cases not started by then are
-    recorded as skipped.
+    recorded as skipped. ``peaks``: from an earlier run (default: resolved here).
     """
     load_at_start = machine.loadavg()   # before anything of ours (or the reference) runs
     reference = {}
@@ -168,8 +168,8 @@ def run(args, argv, *, deadline: float | None = None) -> dict:
         reference = side_by_side.run_reference(args)   # before JAX allocates the device
     if args.isolate:
         os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"   # this process only
-    peaks = measure.resolve_peaks(args.dtypes, given=args.peak_tflops,
-                                  matmul_side=512 if args.quick else 2048)
+    peaks = peaks or measure.resolve_peaks(args.dtypes, given=args.peak_tflops,
+                                           matmul_side=512 if args.quick else 2048)
     info = machine.describe(["benchmarks/bench.py", *argv], loadavg_start=load_at_start,
                             threads_flag=args.threads, conv_impl=workloads.conv_impl(args),
                             ngf=args.ngf, num_downs=args.num_downs, variant=args.variant,
