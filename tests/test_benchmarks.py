@@ -15,6 +15,7 @@ from pathlib import Path
 import jax
 import pytest
 
+from benchmarks import measure
 from benchmarks.cases import layers
 from shiftnet_jax.nets.generator import ShiftNetGenerator
 
@@ -139,3 +140,16 @@ def test_profile_reads_the_layer_shapes_from_the_model(variant):
     assert [o.shape for o in ops if o is not None] == [
         a.shape for a in level.args if a is not None]
     assert ops[2].dtype == bool and 0 < int(ops[2][0].sum()) < ops[2][0].size
+
+
+@pytest.mark.parametrize("kind, name", [
+    ("NVIDIA H100 80GB HBM3", "NVIDIA H100 SXM"), ("NVIDIA H100 PCIe", "NVIDIA H100 PCIe"),
+    ("NVIDIA H100 NVL", "NVIDIA H100 NVL"), ("NVIDIA H200", "NVIDIA H200 SXM"),
+    ("NVIDIA A100-SXM4-80GB", "NVIDIA A100"), ("NVIDIA L40S", "NVIDIA L40S"),
+    ("NVIDIA L4", "NVIDIA L4"), ("TPU v5 lite", "TPU v5e"), ("TPU v5p", "TPU v5p"),
+    ("cpu", None)])
+def test_device_peaks_by_kind(kind, name):
+    found, peaks = measure.device_peaks(kind)
+    assert found == name
+    if name and name.startswith("NVIDIA"):
+        assert peaks["bfloat16"] > peaks["tf32"] > peaks["float32"] > 0
