@@ -76,7 +76,10 @@ def model_layers(model, size: int, batch: int = 1) -> list[Layer]:
         finally:
             depth[0] -= 1
         spec = lambda a: None if a is None else jax.ShapeDtypeStruct(a.shape, a.dtype)  # noqa: E731
-        layers.append(Layer("/".join(context.module.path), group,
+        path = "/".join(context.module.path)
+        calls = sum(layer.path.split("#")[0] == path for layer in layers)
+        path += f"#{calls + 1}" if calls else ""   # the face variant's second encoder pass
+        layers.append(Layer(path, group,
                             context.module.clone(parent=None), tuple(spec(a) for a in args),
                             dict(kwargs), spec(output)))
         return output
