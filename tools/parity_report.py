@@ -1,12 +1,11 @@
-"""Print the parity numbers of docs/official-options.md ("parity measured").
+"""Print the parity numbers of the README's table "The official models and options".
 
     python tools/parity_report.py
 
-For the default generator (the fixtures of tests/test_parity.py: the in-repo one, and
-../shared's where it exists) and every fixture of tests/fixtures made from the official
-code: the relative L2 error of the output (or loss), of all gradients together, and the
-worst single gradient tensor against max(|ref|, 1e-2 * largest |ref|) (the near-zero
-rule). Uses the tests' own loaders (no torch needed).
+For every fixture of tests/fixtures made from the official code: the relative L2
+error of the output (or loss), of all gradients together, and the worst single
+gradient tensor against max(|ref|, 1e-2 * largest |ref|) (the near-zero rule).
+Uses the tests' own loaders (no torch needed).
 """
 
 import os
@@ -21,11 +20,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import test_densenet_d as dense  # noqa: E402
 import test_gan_losses as gan  # noqa: E402
 import test_variants_parity as variants  # noqa: E402
-from conftest import FIXTURES, IN_REPO_FIXTURES, load_reference, nhwc  # noqa: E402
+from conftest import nhwc  # noqa: E402
 
 from shiftnet_jax.nets import vgg  # noqa: E402
-from shiftnet_jax.nets.generator import ShiftNetGenerator  # noqa: E402
-from shiftnet_jax.torchfile.state_dicts import from_torch_state_dict  # noqa: E402
 from shiftnet_jax.nets.discriminators import Discriminator  # noqa: E402
 from shiftnet_jax.train import losses
 
@@ -45,29 +42,7 @@ def grad_errors(got, want):
     return rel(flat(got), flat(want)), worst[0], worst[1]
 
 
-def plain_generator():
-    """The default generator (unet_shift_triple) on the reference fixtures of test_parity.py:
-    the in-repo 64x64 one, and the larger 256x256 one in ../shared where it exists."""
-    print("default generator, unet_shift_triple (output; all gradients; worst gradient tensor)")
-    for where, directory in (("in-repo", IN_REPO_FIXTURES), ("shared", FIXTURES)):
-        if not directory.is_dir():
-            print(f"  {where}: {directory} not found, skipped")
-            continue
-        for name in ("center", "irregular"):
-            ref = load_reference(directory, name)
-            kwargs, variables = from_torch_state_dict(ref["state"])
-            model = ShiftNetGenerator(**kwargs)
-            output = jax.jit(model.apply)(variables, ref["image"], ref["hole"])
-            grads = jax.jit(jax.grad(lambda v: jnp.sum(
-                model.apply(v, ref["image"], ref["hole"]) * ref["loss_weights"])))(variables)
-            _, expected = from_torch_state_dict(ref["grad"])
-            total, worst, path = grad_errors(grads, expected)
-            print(f"  {where + ' ' + name:18s} output {rel(output, ref['output']):.1e}  "
-                  f"gradients {total:.1e}  worst {worst:.1e} {path}")
-
-
 def main():
-    plain_generator()
     print("generator variants (output; all gradients; worst gradient tensor)")
     for name in variants.CASES:
         case = variants.load_variant(name)
