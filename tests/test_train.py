@@ -171,9 +171,9 @@ def test_two_devices_match_one_device():
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real_jit = parallel.jit_train_step
 
-    def poisoned(config, mesh):
+    def poisoned(config, mesh, parts=None):
         # From the 4th step on, the step reports a NaN generator loss.
-        step_fn = real_jit(config, mesh)
+        step_fn = real_jit(config, mesh, parts)
 
         def step(state, batch):
             state, scalars = step_fn(state, batch)
@@ -181,7 +181,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypat
             return state, {**scalars, "g_loss": bad}
         return step
 
-    monkeypatch.setattr(training, "jit_train_step", poisoned)
+    monkeypatch.setattr(parallel, "jit_train_step", poisoned)
     config = tiny_config(checkpoint_every=2, log_every=2, num_steps=20)
     with pytest.raises(TrainingDiverged, match="g_loss became nan.*last good checkpoint"):
         train_and_evaluate(config, tmp_path)
