@@ -59,6 +59,15 @@ class ShiftFeatures(NamedTuple):
     hole: jax.Array
 
 
+def _conv_then_norm(level, conv, x, train: bool):
+    """``conv`` (spectrally normalised if ``level.spectral_norm``), then ``level.norm`` if
+    any: the tail of a U-Net level, inside its ``__call__`` (submodules "sn", "norm")."""
+    x = SpectralNorm(conv, name="sn")(x, train) if level.spectral_norm else conv(x)
+    if level.norm:
+        x = make_norm(level.norm, train, level.dtype, "norm")(x)
+    return x
+
+
 class Down(nn.Module):
     """One encoder level: [LeakyReLU(0.2)] -> conv 4x4/2 -> [norm]."""
 
@@ -82,10 +91,7 @@ class Down(nn.Module):
             conv = nn.Conv(self.features, (self.kernel_size,) * 2, strides=(2, 2),
                            padding=((pad, pad), (pad, pad)), dtype=self.dtype,
                            kernel_init=conv_init, name="conv")
-        x = SpectralNorm(conv, name="sn")(x, train) if self.spectral_norm else conv(x)
-        if self.norm:
-            x = make_norm(self.norm, train, self.dtype, "norm")(x)
-        return x
+        return _conv_then_norm(self, conv, x, train)
 
 
 class Up(nn.Module):
@@ -103,10 +109,7 @@ class Up(nn.Module):
         # PyTorch's ConvTranspose2d(4, 2, 1) with the kernel flipped (see torchfile/state_dicts.py).
         conv = Conv4x4(self.features, transpose=True, impl=self.conv_impl, dtype=self.dtype,
                        kernel_init=conv_init, name="conv")
-        x = SpectralNorm(conv, name="sn")(x, train) if self.spectral_norm else conv(x)
-        if self.norm:
-            x = make_norm(self.norm, train, self.dtype, "norm")(x)
-        return x
+        return _conv_then_norm(self, conv, x, train)
 
 
 class ShiftNetGenerator(ShiftOptions, nn.Module):

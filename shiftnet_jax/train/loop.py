@@ -11,6 +11,7 @@ Workdir layout::
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import signal
@@ -153,12 +154,8 @@ def train_and_evaluate(config, workdir) -> dict:
     steps = total_steps(config, loader.steps_per_epoch)
     step_fn = parallel.jit_train_step(config, mesh, parts)
     generator = parts.generator
-    eval_sources = []  # opened on first use, then reused by every evaluation
-
-    def eval_source():
-        if not eval_sources:
-            eval_sources.append(sources.make_source(config.data, train=False))
-        return eval_sources[0]
+    # Opened on first use, then reused by every evaluation.
+    eval_source = functools.cache(lambda: sources.make_source(config.data, train=False))
     writer = reporting.MetricWriter(workdir, enabled=main_process)
     from tqdm import tqdm
 
