@@ -30,6 +30,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from shiftnet_jax.errors import UserError
 from shiftnet_jax.nets.generator import ShiftNetGenerator
 
 CONFIG_FILE = "config.json"
@@ -43,7 +44,7 @@ _ENTRY_OVERHEAD, _DEFLATE_MARGIN = 512, 0.01
 BUNDLED_MODEL = Path(__file__).resolve().parent / "pretrained" / "demo"
 
 
-class NotACheckpointError(ValueError):
+class NotACheckpointError(UserError):
     """The directory holds no usable checkpoint; the message says why, in one line."""
 
 
