@@ -27,7 +27,7 @@ import numpy as np
 from shiftnet_jax import checkpoint
 from shiftnet_jax import config as configlib
 from shiftnet_jax.data import loader as data
-from shiftnet_jax.data import sources
+from shiftnet_jax.data import masks, sources
 from shiftnet_jax.train import loop, parallel, reporting
 from shiftnet_jax.train import step as training
 
@@ -62,10 +62,12 @@ def train(config, minutes: float, out_dir, *, max_file_bytes: int = MAX_FILE_BYT
     parallel.check_batch_size(config.batch_size, mesh)
     local_batch = config.batch_size // jax.process_count()
     source = sources.make_source(config.data, train=True)
-    state = parallel.replicate(training.create_state(config, config.data.crop_size), mesh)
+    parts = training.make_parts(config)   # built once, as the training loop does
+    mask_fn = masks.make_mask_fn(configlib.mask_spec(config))
+    state = parallel.replicate(training.create_state(config, config.data.crop_size, parts), mesh)
     loader = data.from_config(config.data, train=True, batch_size=local_batch, source=source,
-                              seed=config.seed)
-    step_fn = parallel.jit_train_step(config, mesh)
+                              seed=config.seed, mask_fn=mask_fn)
+    step_fn = parallel.jit_train_step(config, mesh, parts)
     writer = reporting.MetricWriter(out_dir)
     pending, history, step, compile_s = [], [], 0, None
     start = time.perf_counter()
@@ -85,9 +87,9 @@ def train(config, minutes: float, out_dir, *, max_file_bytes: int = MAX_FILE_BYT
         wall = time.perf_counter() - start
         if pending:
             history.append(_log(writer, step, pending, start))
-        generator, _ = training.make_models(config)
-        evaluation = loop.evaluate(state, config, mesh, generator, local_batch,
-                                   sources.make_source(config.data, train=False))
+        evaluation = loop.score_test_batches(state, config, mesh, parts.generator, local_batch,
+                                             sources.make_source(config.data, train=False),
+                                             mask_fn)
         writer.write(step, evaluation)
     finally:
         writer.close()

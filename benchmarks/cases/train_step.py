@@ -43,12 +43,13 @@ def run(args, case, peaks) -> dict:
     config = workloads.train_config(args, size, dtype_name, batch)
     mesh = parallel.make_mesh()
     parallel.check_batch_size(batch, mesh)
-    state = parallel.replicate(training.create_state(config, size), mesh)
+    parts = training.make_parts(config)
+    state = parallel.replicate(training.create_state(config, size, parts), mesh)
     synthetic = parallel.shard_batch({"image": workloads.random_images(batch, size),
                                       "hole": workloads.centre_holes(batch, size)}, mesh)
     out, compiled = measure.compile_and_time(
         None, (state, synthetic), args.warmup, args.train_repeats, run=False,
-        jitted=parallel.jit_train_step(config, mesh))
+        jitted=parallel.jit_train_step(config, mesh, parts))
     holder = {"state": state}
 
     def step(batch_arrays):
