@@ -48,18 +48,24 @@ def check_size(model: ShiftNetGenerator, size: int):
                         f"for this model")
 
 
-def _sources(model, variables, image, hole, features):
-    """Flat source index (N, h, w) of every hole position, -1 where none (hard shifts only)."""
-    h, w = features.hole.shape[1:]
+def shift_inputs(model, variables, image, hole, features):
+    """What the hard shift compares: (queries (N, m, w, C), keys (N, m, w, C), holes (N, m, w)),
+    ``m = h`` (or ``2 h`` for the face variant, whose flipped features are candidates too)."""
     holes = shift_hole(features.hole, model.shift_sz, model.mask_thred)
     queries, keys = features.decoded, features.encoded
-    if model.variant == "face":
-        # As flip_shift: the flipped image's known features are candidates too.
+    if model.variant == "face":   # as nets/flip_shift.py
         flipped = model.apply(variables, image[:, :, ::-1], hole[:, :, ::-1],
                               levels=model.shift_layer, method="encode")[-1]
         keys = jnp.concatenate([keys, nn.relu(flipped)], axis=1)
         queries = jnp.concatenate([queries, jnp.zeros_like(queries)], axis=1)
         holes = jnp.concatenate([holes, holes[:, :, ::-1]], axis=1)
+    return queries, keys, holes
+
+
+def _sources(model, variables, image, hole, features):
+    """Flat source index (N, h, w) of every hole position, -1 where none (hard shifts only)."""
+    h, w = features.hole.shape[1:]
+    queries, keys, holes = shift_inputs(model, variables, image, hole, features)
     index, valid = shift_indices(queries, keys, holes, tile=model.shift_tile)
     index, valid = index[:, :h * w], valid[:, :h * w]
     return jnp.where(valid, index, -1).reshape(-1, h, w).astype(jnp.int32)
