@@ -37,18 +37,22 @@ LITERT_REFUSAL = (
     "that with a TensorFlow install (e.g. onnx2tf) instead")
 
 
-def signature(size: int, *, pipeline: bool = False, sources: bool = False):
-    """(inputs {name: (per-image shape, dtype)}, output names) of an exported graph."""
+def signature(size, *, pipeline: bool = False, sources: bool = False):
+    """(inputs {name: (per-image shape, dtype)}, output names) of an exported graph;
+    ``size`` is S (square) or (H, W)."""
+    h, w = (size, size) if isinstance(size, int) else size
     if pipeline:
-        return ({"image": ((size, size, 3), jnp.uint8), "mask": ((size, size, 1), jnp.uint8)},
+        return ({"image": ((h, w, 3), jnp.uint8), "mask": ((h, w, 1), jnp.uint8)},
                 ["inpainted"])
-    inputs = {"image": ((size, size, 3), jnp.float32), "hole": ((size, size, 1), jnp.float32)}
+    inputs = {"image": ((h, w, 3), jnp.float32), "hole": ((h, w, 1), jnp.float32)}
     return inputs, ["output", "source"] if sources else ["output"]
 
 
-def export_generator(model, variables, fmt: str, out_path, *, size: int, pipeline: bool = False,
+def export_generator(model, variables, fmt: str, out_path, *, size, pipeline: bool = False,
                      sources: bool = False, metadata: dict | None = None) -> Path:
     """Export ``model`` (a ShiftNetGenerator) with ``variables`` to ``out_path``; returns it.
+
+    ``size``: the working size, S (square, what the command line exports) or (H, W).
 
     Raises :class:`~shiftnet_jax.errors.UserError` (one line) for what cannot be exported.
     """
@@ -58,12 +62,13 @@ def export_generator(model, variables, fmt: str, out_path, *, size: int, pipelin
         raise UserError(LITERT_REFUSAL)
     if pipeline and sources:
         raise UserError("--pipeline returns the inpainted image only; drop --sources")
-    graphs.check_size(model, size)
+    for side in ((size,) if isinstance(size, int) else size):
+        graphs.check_size(model, side)
     model = graphs.export_model(model, dense_shift=fmt == "onnx")
     fn = (graphs.pipeline_fn(model, variables) if pipeline
           else graphs.network_fn(model, variables, sources=sources))
     inputs, outputs = signature(size, pipeline=pipeline, sources=sources)
-    meta = {"producer": f"shiftnet_jax {__version__}", "size": size,
+    meta = {"producer": f"shiftnet_jax {__version__}", "size": str(size),
             "variant": model.variant if model.use_shift else "unet",
             "kind": "pipeline" if pipeline else "network", **(metadata or {})}
     if fmt == "onnx":
