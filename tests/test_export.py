@@ -199,8 +199,9 @@ def test_stablehlo_runs_in_a_program_without_model_code(exported, tmp_path):
         f"e = jax.export.deserialize(bytearray(open({str(path)!r}, 'rb').read()))\n"
         "x = np.zeros((3, 64, 64, 3), np.float32); h = np.zeros((3, 64, 64, 1), np.float32)\n"
         "h[:, 16:48, 16:48] = 1\n"
-        "out = np.asarray(e.call(x, h))\n"
+        "out, source = (np.asarray(a) for a in e.call(x, h))\n"
         "assert out.shape == (3, 64, 64, 3) and np.isfinite(out).all()\n"
+        "assert source.shape == (3, 8, 8) and (source[:, 2:6, 2:6] >= 0).all()\n"
         "assert not any(m.startswith('shiftnet_jax') for m in sys.modules)\n"
         "print(','.join(e.platforms))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
