@@ -25,3 +25,18 @@ def first_line(e: BaseException, n: int = 200) -> str:
     """The first line of an exception's message (its type's name when it has none)."""
     lines = str(e).strip().splitlines()
     return one_line(lines[0], n) if lines else type(e).__name__
+
+
+
+def escaped(text, n: int = 200) -> str:
+    """``text`` (a file name, a key) for a message: control characters escaped (a name with a
+    newline or ESC cannot break or colour the line), at most ``n`` characters and an ellipsis."""
+    text = text if isinstance(text, str) else str(text)
+    out = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text[:n])
+    return out[: n + 20] + ("…" if len(text) > n else "")
+
+
+def quote(text, n: int = 60) -> str:
+    """``text`` escaped (:func:`escaped`) and in quotes."""
+    out = escaped(text, n)
+    return "'" + (out[:-1] + "…'" if out.endswith("…") else out + "'")

@@ -29,7 +29,6 @@ see :func:`flow_image`). Bad files are reported in one line and skipped.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
@@ -40,10 +39,11 @@ import numpy as np
 
 from shiftnet_jax.data import image_io
 from shiftnet_jax.data.image_io import InputError, as_rgb_uint8
+from shiftnet_jax.errors import escaped, first_line
 from shiftnet_jax.inference.predict import forward, pad_batch
 from shiftnet_jax.train.reporting import to_uint8
 
-MASK_RE = re.compile(r"^(?P<base>.+)_mask(?P<num>\d*)$")
+MASK_RE = re.compile(r"^(?P<base>.+)_mask(?P<num>[0-9]*)$")
 DEFAULT_SIZE = 256
 
 
@@ -190,10 +190,12 @@ def inpaint_image(model, variables, image, mask, *, size: int | None = None, dil
 
 
 def inpaint_file(model, variables, image_path, mask_path, out_path, *, size=None, dilate_px=0,
-                 flow=False, threshold: float = image_io.MASK_THRESHOLD) -> list[Path]:
-    """``image_path`` + ``mask_path`` -> ``out_path`` (PNG; with flow also ``*_flow.png``)."""
-    image = image_io.read_image(image_path)
-    mask = image_io.read_mask(mask_path, image.shape[:2], threshold)
+                 flow=False, threshold: float = image_io.MASK_THRESHOLD,
+                 max_pixels: int = image_io.CLI_MAX_PIXELS) -> list[Path]:
+    """``image_path`` + ``mask_path`` -> ``out_path`` (PNG; with flow also ``*_flow.png``);
+    files over ``max_pixels`` are an ``image_io.ImageTooLarge`` error."""
+    image = image_io.read_image(image_path, max_pixels)
+    mask = image_io.read_mask(mask_path, image.shape[:2], threshold, max_pixels)
     result = inpaint_image(model, variables, image, mask, size=size, dilate_px=dilate_px, flow=flow)
     out_path = Path(out_path)
     written = [out_path]
@@ -208,10 +210,10 @@ def find_pairs(input_dir) -> tuple[list[tuple[Path, Path, Path]], list[str]]:
     """LaMa folder convention -> ([(image, mask, output path relative to OUT)], [errors])."""
     root = Path(input_dir)
     if not root.is_dir():
-        raise InputError(f"{input_dir}: no such directory")
+        raise InputError(f"{escaped(input_dir)}: no such directory")
     images, maskfiles = {}, []
-    for d, _, files in sorted(os.walk(root)):
-        for f in sorted(files):
+    for d, files in image_io.walk_files(root):
+        for f in files:
             p = Path(d) / f
             if not image_io.is_image_file(f):
                 continue  # non-image names are not ours to judge
@@ -224,20 +226,22 @@ def find_pairs(input_dir) -> tuple[list[tuple[Path, Path, Path]], list[str]]:
     for mask, base in maskfiles:
         found = images.get(base, [])
         if len(found) != 1:
-            why = "no image" if not found else f"{len(found)} images ({', '.join(x.name for x in found)})"
-            errors.append(f"{mask}: {why} named {base.name}.* beside it")
+            why = "no image" if not found else f"{len(found)} images ({', '.join(escaped(x.name) for x in found)})"
+            errors.append(f"{escaped(mask)}: {why} named {escaped(base.name)}.* beside it")
             continue
         used.add(base)
         pairs.append((found[0], mask, mask.relative_to(root).with_suffix(".png")))
     for base, found in images.items():
         if base not in used:
-            errors.extend(f"{p}: no mask (expected {base.name}_mask.png beside it)" for p in found)
+            errors.extend(f"{escaped(p)}: no mask (expected {escaped(base.name)}_mask.png beside it)"
+                          for p in found)
     return pairs, errors
 
 
 def inpaint_folder(model, variables, input_dir, output_dir, *, size=None, dilate_px=0, flow=False,
                    batch_size: int = 8, progress: bool = True, log=None,
-                   threshold: float = image_io.MASK_THRESHOLD) -> dict:
+                   threshold: float = image_io.MASK_THRESHOLD,
+                   max_pixels: int = image_io.CLI_MAX_PIXELS) -> dict:
     """Inpaint every (image, mask) pair of ``input_dir`` into ``output_dir``.
 
     Bad pairs are reported through ``log`` (one line each; default stderr) and
@@ -246,7 +250,7 @@ def inpaint_folder(model, variables, input_dir, output_dir, *, size=None, dilate
     from tqdm import tqdm
 
     if Path(input_dir).resolve() == Path(output_dir).resolve():
-        raise InputError(f"{output_dir}: the output folder must differ from the input folder "
+        raise InputError(f"{escaped(output_dir)}: the output folder must differ from the input folder "
                          "(outputs are named like the masks)")
     pairs, errors = find_pairs(input_dir)
     bar = tqdm(total=len(pairs), desc="inpaint", unit="img", disable=not progress)
@@ -267,7 +271,7 @@ def inpaint_folder(model, variables, input_dir, output_dir, *, size=None, dilate
                 if flow:
                     image_io.save_png(out.with_name(out.stem + "_flow.png"), result[1])
         except OSError as e:
-            errors.append(f"{out_root}: cannot write ({image_io.first_line(e)})")
+            errors.append(f"{escaped(out_root)}: cannot write ({first_line(e)})")
             log(f"error: {errors[-1]}")
         bar.update(len(chunk))
 
@@ -275,10 +279,11 @@ def inpaint_folder(model, variables, input_dir, output_dir, *, size=None, dilate
         try:
             if cache[0] != image_path:  # masks of one image are adjacent: decode it once
                 cache = (image_path, None)
-                cache = (image_path, image_io.read_image(image_path))
+                cache = (image_path, image_io.read_image(image_path, max_pixels))
             if cache[1] is None:
-                raise InputError(f"{image_path}: not readable (see above)")
-            mask = dilate(image_io.read_mask(mask_path, cache[1].shape[:2], threshold), dilate_px)
+                raise InputError(f"{escaped(image_path)}: not readable (see above)")
+            mask = dilate(image_io.read_mask(mask_path, cache[1].shape[:2], threshold, max_pixels),
+                          dilate_px)
         except InputError as e:
             errors.append(str(e))
             log(f"error: {e}")

@@ -19,25 +19,17 @@ import numpy as np
 from PIL import Image
 
 from shiftnet_jax import checkpoint
-from shiftnet_jax.data import image_io
 from shiftnet_jax.inference import inpaint
-
-DEFAULT_MAX_BYTES = 50 * 1024 * 1024
-DEFAULT_MAX_PIXELS = 50_000_000
-
-
-class BadInput(ValueError):
-    """A request the studio refuses; ``status`` is the HTTP code, the message one line."""
-
-    status = 400
-
-
-class TooLarge(BadInput):
-    status = 413
-
-
-class UnknownModel(BadInput):
-    status = 404
+from shiftnet_jax.studio.uploads import (  # noqa: F401 - the server's names for them
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    BadInput,
+    Forbidden,
+    TooLarge,
+    UnknownModel,
+    decode_image,
+    decode_mask,
+)
 
 
 def default_checkpoints() -> list[str]:
@@ -58,33 +50,6 @@ def training_size(config: dict) -> int:
     return (config.get("data") or {}).get("crop_size") or inpaint.DEFAULT_SIZE
 
 
-def decode_image(blob: bytes, max_pixels: int) -> np.ndarray:
-    """Upload -> uint8 (H, W, 3), decoded exactly as ``inpaint.py`` decodes files."""
-    _check_pixels(blob, max_pixels, "image")
-    try:
-        return image_io.decode_image(bytes(blob))
-    except Image.DecompressionBombError as e:
-        raise TooLarge(f"image: {image_io.first_line(e)}") from None
-    except Image.UnidentifiedImageError:
-        raise BadInput("image: not an image file (unknown or damaged format)") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise BadInput(f"image: not a readable image ({image_io.first_line(e)})") from None
-
-
-def decode_mask(blob: bytes, shape: tuple[int, int], max_pixels: int) -> np.ndarray:
-    """Upload -> bool (H, W), True = hole, by the one mask rule of ``image_io`` (nonzero = hole)."""
-    _check_pixels(blob, max_pixels, "mask")
-    try:
-        return image_io.read_mask(bytes(blob), shape)
-    except Image.UnidentifiedImageError:
-        raise BadInput("mask: not an image file (unknown or damaged format)") from None
-    except image_io.InputError as e:
-        rest = str(e).removeprefix("upload: ")
-        if "cannot identify image file" in rest:
-            rest = "not an image file (unknown or damaged format)"
-        raise BadInput(rest if rest.startswith("mask ") else f"mask: {rest}") from None
-
-
 def run_inpaint(model, variables, image, mask, size: int, dilate_px: int) -> np.ndarray:
     return inpaint.inpaint_image(model, variables, image, mask, size=size, dilate_px=dilate_px)
 
@@ -101,18 +66,6 @@ def encode_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _check_pixels(blob: bytes, max_pixels: int, what: str):
-    """Refuse huge images from their header, before decoding a single pixel."""
-    try:
-        with Image.open(io.BytesIO(blob)) as im:
-            width, height = im.size
-    except Image.DecompressionBombError as e:
-        raise TooLarge(f"{what}: {image_io.first_line(e)}") from None
-    except Exception:  # noqa: BLE001 - not an image at all: the decoder says why
-        return
-    if width * height > max_pixels:
-        raise TooLarge(f"{what}: {width}x{height} is {width * height / 1e6:.3g} megapixels; "
-                       f"the limit is {max_pixels / 1e6:.3g}")
 # -------------------------------------------------------------- end adapter
 
 

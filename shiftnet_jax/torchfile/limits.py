@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from shiftnet_jax.errors import quote  # noqa: F401 - re-exported for the reader's modules
+
 # Defaults, generous for any real state dict; each is a keyword argument of
 # torchfile.reader.read_torch_state_dict.
 MAX_PICKLE_BYTES = 16 << 20   # the object pickle (a 1000-tensor state dict needs ~100 KB)
@@ -43,13 +45,3 @@ class Limits:
 
 def limit(what: str, value, name: str, bound) -> CheckpointLimitError:
     return CheckpointLimitError(f"{what} ({value}) exceeds {name}={bound}")
-
-
-def quote(text, n: int = 60) -> str:
-    """``text`` quoted for a message: at most ``n`` characters, control characters escaped."""
-    text = text if isinstance(text, str) else str(text)  # ints are < 2**128: short
-    cut = text[:n]
-    out = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in cut)
-    return "'" + out[: n + 20] + ("…'" if len(text) > n else "'")
-
-
