@@ -44,6 +44,7 @@ from shiftnet_jax.data.image_io import (
     list_images,
     read_image,
 )
+from shiftnet_jax.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,11 @@ class TfdsSource:
 
 
 def _open_tfds(name, split, data_dir, image_key, skip_decoding):
-    import tensorflow_datasets as tfds  # lazy: slow import, only needed here
+    try:
+        import tensorflow_datasets as tfds  # lazy: slow import, only needed here
+    except ImportError as e:
+        raise FileNotFoundError(f"data.source tfds needs tensorflow_datasets (pip install tensorflow-datasets): "
+                                f"{type(e).__name__}: {first_line(e)}") from None
     decoders = {image_key: tfds.decode.SkipDecoding()} if skip_decoding else None
     try:
         return tfds.data_source(name, split=split, data_dir=data_dir, download=False, decoders=decoders)
