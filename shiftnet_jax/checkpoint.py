@@ -24,7 +24,6 @@ import math
 import os
 import re
 import stat
-import struct
 import zipfile
 from pathlib import Path
 
@@ -36,6 +35,8 @@ import orbax.checkpoint as ocp
 from shiftnet_jax import config as configlib
 from shiftnet_jax.errors import UserError, escaped, first_line, quote
 from shiftnet_jax.nets.generator import ShiftNetGenerator
+from shiftnet_jax.torchfile.archive import check_zip_directory
+from shiftnet_jax.torchfile.limits import CheckpointError
 
 CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -281,19 +282,14 @@ def _npy_header(f) -> tuple[tuple, bool, np.dtype]:
 
 
 def _check_zip_directory(path, entries: int):
-    """Refuse a zip whose end record announces more records (or a larger central directory)
-    than ``entries`` arrays need, before ``zipfile`` parses any of it."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        f.seek(max(0, size - (1 << 16) - 22))
-        tail = f.read()
-    end = tail.rfind(b"PK\x05\x06")
-    if end < 0 or len(tail) - end < 22:
-        raise NotACheckpointError(f"{escaped(path)}: not a zip file (no end of central directory)")
-    count, cd_size = struct.unpack("<H", tail[end + 10:end + 12])[0], struct.unpack("<I", tail[end + 12:end + 16])[0]
-    if count > entries + 8 or cd_size > (entries + 8) * (46 + 1024):
-        raise NotACheckpointError(f"{escaped(path)}: its zip directory lists {count} records in {cd_size} bytes; "
-                                  f"the config's model has {entries} arrays")
+    """Refuse a zip whose directory lists more records (or bytes, or extra-field bytes) than
+    ``entries`` arrays need, before ``zipfile`` parses any of it."""
+    try:
+        with open(path, "rb") as f:
+            check_zip_directory(f, path.stat().st_size, entries, bound=(entries + 64) * (46 + 1024))
+    except CheckpointError as e:
+        raise NotACheckpointError(f"{escaped(path.parent)}: {COMPACT}: {e} (the config's model has "
+                                  f"{entries} arrays)") from None
 
 
 def _check_orbax_files(step_dir: Path):

@@ -16,6 +16,7 @@ MAX_OBJECTS = 500_000         # objects built (~15 per tensor)
 MAX_OPCODES = 1_000_000       # opcodes executed (~30 per tensor; ~1.3 us each)
 MAX_STRING = 1 << 20          # characters of one str/bytes
 MAX_INT_BITS = 128            # the legacy format's magic number has 77
+MAX_INT_KEYS = 100_000        # integer dict keys (optimizer state ids; a model state dict has none)
 
 
 class CheckpointError(ValueError):
