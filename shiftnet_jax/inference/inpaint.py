@@ -49,11 +49,18 @@ DEFAULT_SIZE = 256
 
 # ------------------------------------------------------------ holes
 def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
-    """Grow a bool (H, W) hole by ``pixels`` (round structuring element)."""
-    if pixels <= 0:
+    """Grow a bool (H, W) hole by ``pixels``: every pixel within Euclidean distance ``pixels``
+    of a hole pixel joins the hole. An exact distance transform, so the time is linear in the
+    pixels whatever the radius (a 49 MP image dilated by 256 with a disc kernel took ~110 s)."""
+    if pixels <= 0 or not mask.any():
         return mask
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pixels + 1, 2 * pixels + 1))
-    return cv2.dilate(mask.astype(np.uint8), kernel) > 0
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    top, left = max(rows[0] - pixels, 0), max(cols[0] - pixels, 0)  # only the box can change
+    bottom, right = rows[-1] + pixels + 1, cols[-1] + pixels + 1
+    known = (~mask[top:bottom, left:right]).astype(np.uint8)  # distance to the nearest hole pixel
+    out = mask.copy()
+    out[top:bottom, left:right] = cv2.distanceTransform(known, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) <= pixels
+    return out
 
 
 def _checked(image, mask, dilate_px: int):

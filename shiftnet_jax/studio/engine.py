@@ -98,7 +98,8 @@ class Model:
     size: int  # working size: the longer side the network sees
 
     def describe(self) -> dict:
-        return {"name": self.name, "checkpoint": self.path, "step": self.config.get("step"),
+        # The folder's name only: answers never show this machine's paths.
+        return {"name": self.name, "checkpoint": Path(self.path).name, "step": self.config.get("step"),
                 "working_size": self.size, "multiple": 2 ** self.model.num_downs,
                 "ngf": self.model.ngf, "num_downs": self.model.num_downs}
 
@@ -150,22 +151,28 @@ class Engine:
                 "default_model": self.models[0].name, "queued": self.queued,
                 "limits": {"max_upload_bytes": self.max_bytes, "max_pixels": self.max_pixels}}
 
-    async def on_device(self, fn, *args):
-        """Run ``fn(*args)`` on the device thread (FIFO) and await its result."""
+    async def on_device(self, fn, *args, gone=None):
+        """Run ``fn(*args)`` on the device thread (FIFO) and await its result; skipped (None)
+        when ``gone`` (a threading.Event: the client went away) is set by the time its turn comes."""
         with self._lock:
             self.queued += 1
+
+        def run():
+            return None if gone is not None and gone.is_set() else fn(*args)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._device, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(self._device, run)
         finally:
             with self._lock:
                 self.queued -= 1
 
-    async def inpaint(self, m: Model, image, mask, dilate_px: int) -> np.ndarray:
-        return await self.on_device(run_inpaint, m.model, m.variables, image, mask, m.size, dilate_px)
+    async def inpaint(self, m: Model, image, mask, dilate_px: int, gone=None) -> np.ndarray | None:
+        return await self.on_device(run_inpaint, m.model, m.variables, image, mask, m.size, dilate_px,
+                                    gone=gone)
 
-    async def flow(self, m: Model, image, mask, dilate_px: int) -> dict:
-        sources = await self.on_device(run_flow, m.model, m.variables, image, mask, m.size, dilate_px)
-        return flow_json(sources, image.shape[:2])
+    async def flow(self, m: Model, image, mask, dilate_px: int, gone=None) -> dict | None:
+        sources = await self.on_device(run_flow, m.model, m.variables, image, mask, m.size, dilate_px,
+                                       gone=gone)
+        return None if sources is None else flow_json(sources, image.shape[:2])
 
     def close(self):
         self._device.shutdown(wait=False, cancel_futures=True)
