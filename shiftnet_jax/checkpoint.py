@@ -33,7 +33,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from shiftnet_jax import config as configlib
-from shiftnet_jax.errors import UserError, escaped, first_line, quote
+from shiftnet_jax.errors import UserError, cannot_write, escaped, first_line, quote
 from shiftnet_jax.nets.generator import ShiftNetGenerator
 from shiftnet_jax.torchfile.archive import check_zip_directory
 from shiftnet_jax.torchfile.limits import CheckpointError
@@ -66,10 +66,15 @@ def manager(workdir, *, max_to_keep: int | None = None, create: bool = True):
 def write_config(workdir, config: dict):
     """Write ``config.json`` atomically (write then rename)."""
     path = Path(workdir) / CONFIG_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(config, indent=2, sort_keys=True, default=str)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:  # a full disk: one line naming the file, no partial config left
+        tmp.unlink(missing_ok=True)
+        raise cannot_write(path, e, len(text)) from None
 
 
 def _json_depth(text: str) -> int:

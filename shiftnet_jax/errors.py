@@ -14,6 +14,21 @@ class UserError(ValueError):
     """A problem in what the user gave (a file, a field, a value); str(e) is one line."""
 
 
+def cannot_write(path, e: OSError, needed: int | None = None) -> UserError:
+    """One line for a failed write: the file, the reason and, when the disk is full, the free
+    space and the space needed (``needed`` bytes)."""
+    import os
+    import shutil
+
+    why = e.strerror or first_line(e)
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path)) or ".").free
+        space = f"; {free / 2**20:.3g} MB free" + (f", {needed / 2**20:.3g} MB needed" if needed else "")
+    except OSError:
+        space = ""
+    return UserError(f"cannot write {escaped(os.fspath(path))} ({why}{space})")
+
+
 def one_line(text: str, n: int = MAX_MESSAGE) -> str:
     """``text`` as one printable line of at most ``n`` characters."""
     text = "".join(c if c.isprintable() else " " for c in str(text)[: 4 * n])

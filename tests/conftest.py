@@ -92,3 +92,20 @@ def assert_gradients_match(grads, expected, tol: float = 1e-3):
                               jax.tree.leaves(expected)):
         scale = max(np.linalg.norm(ref), 1e-2 * largest)
         assert np.linalg.norm(np.asarray(got) - ref) / scale < tol, jax.tree_util.keystr(path[0])
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 256 KB tmpfs mounted for the test (where root may mount), to fill the disk for real."""
+    import subprocess
+
+    mount = tmp_path / "small_fs"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()[:80] or 'not root'})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

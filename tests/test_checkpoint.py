@@ -66,3 +66,18 @@ def test_saved_config_uses_the_rules_of_the_command_line():
     with pytest.raises(config.ConfigError, match="'optim.lr' takes a finite number"):
         config.check_saved({"optim": {"lr": float("nan")}})
     assert config.check_saved({"step": 3, "source": "x.pth", "model": {"ngf": 8}}).model.ngf == 8
+
+
+def test_config_on_a_full_disk_is_one_line_and_keeps_the_old_one(small_fs):
+    checkpoint.write_config(small_fs, {"name": "old"})
+    with open(small_fs / "filler", "wb", buffering=0) as f:  # fill the rest of the disk
+        try:
+            while True:
+                f.write(b"x" * 4096)
+        except OSError:
+            pass
+    with pytest.raises(ValueError) as e:
+        checkpoint.write_config(small_fs, {"name": "new", "pad": "y" * 100_000})
+    assert "config.json" in str(e.value) and "No space left on device" in str(e.value)
+    assert json.loads((small_fs / "config.json").read_text()) == {"name": "old"}
+    assert sorted(p.name for p in small_fs.iterdir()) == ["config.json", "filler"]

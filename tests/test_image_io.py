@@ -163,3 +163,12 @@ def test_bad_mask_file_in_a_folder_is_skipped_with_a_warning(tmp_path):
     (tmp_path / "good.png").unlink()
     with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="none of the 1 mask files is readable"):
         masks.make_mask_fn({"kind": "files", "paths": str(tmp_path)})
+
+
+def test_full_disk_is_one_line_and_leaves_no_partial_file(small_fs):
+    noise = np.random.default_rng(0).integers(0, 256, (400, 400, 3), np.uint8)  # ~480 KB as PNG
+    with pytest.raises(image_io.UserError) as e:
+        image_io.save_png(small_fs / "out.png", noise)
+    message = str(e.value)
+    assert "out.png" in message and "No space left on device" in message and "MB needed" in message
+    assert "\n" not in message and list(small_fs.iterdir()) == []

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from shiftnet_jax.errors import UserError, escaped, first_line
+from shiftnet_jax.errors import UserError, cannot_write, escaped, first_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
 MASK_THRESHOLD = 0  # a mask pixel is a hole when its 8-bit strength is > this
@@ -277,10 +277,15 @@ def as_rgb_uint8(image) -> np.ndarray:
 def save_png(path, image: np.ndarray):
     """Write uint8 (H, W[, 3]) as PNG, creating parent folders; atomic (write, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    data = encode_png(image)  # in memory first: the space it needs is known before writing
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(np.asarray(image)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as e:  # a full disk, a read-only folder: no partial file left, one line
+        tmp.unlink(missing_ok=True)
+        raise cannot_write(path, e, len(data)) from None
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -154,8 +154,10 @@ def make_loader(source, *, batch_size: int, crop_size: int = 256, load_size: int
         try:
             return source[idx]
         except Exception as e:  # corrupt / non-image / oversized / unreadable: skip, never fatal
+            name = escaped(describe(idx))
             why = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {first_line(e)}"
-            warnings.warn(f"skipping unreadable image {escaped(describe(idx))}: {one_line(why)}",
+            why = why.removeprefix(f"{name}: ")  # image_io's messages start with the name
+            warnings.warn(f"skipping unreadable image {name}: {one_line(why)}",
                           RuntimeWarning, stacklevel=2)
             return None
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from shiftnet_jax.data import image_io
 from shiftnet_jax.data.image_io import InputError, as_rgb_uint8
-from shiftnet_jax.errors import escaped, first_line
+from shiftnet_jax.errors import UserError, escaped, first_line
 from shiftnet_jax.inference.predict import forward, pad_batch
 from shiftnet_jax.train.reporting import to_uint8
 
@@ -277,8 +277,8 @@ def inpaint_folder(model, variables, input_dir, output_dir, *, size=None, dilate
                 written.append(out)
                 if flow:
                     image_io.save_png(out.with_name(out.stem + "_flow.png"), result[1])
-        except OSError as e:
-            errors.append(f"{escaped(out_root)}: cannot write ({first_line(e)})")
+        except (OSError, UserError) as e:  # save_png's one line names the file and the space
+            errors.append(str(e) if isinstance(e, UserError) else f"{escaped(out_root)}: cannot write ({first_line(e)})")
             log(f"error: {errors[-1]}")
         bar.update(len(chunk))
 
