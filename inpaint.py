@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's restore chatter
     from shiftnet_jax import checkpoint
     from shiftnet_jax.errors import escaped
-    from shiftnet_jax.inference import inpaint
+    from shiftnet_jax.inference import inpaint, predict
 
     try:
         model, variables, config = checkpoint.load_generator(args.ckpt or checkpoint.BUNDLED_MODEL,
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     except checkpoint.NotACheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    size = args.size or (config.get("data") or {}).get("crop_size") or inpaint.DEFAULT_SIZE
+    size = args.size or predict.default_size(config)
     opts = dict(size=size, dilate_px=args.dilate, flow=args.flow, threshold=args.mask_threshold,
                 max_pixels=int(args.max_megapixels * 1e6))
     try:

@@ -274,6 +274,17 @@ def as_rgb_uint8(image) -> np.ndarray:
     return np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a
 
 
+def to_uint8(image) -> np.ndarray:
+    """The model's [-1, 1] floats -> uint8 (rounded, clipped): how results are saved and scored."""
+    return np.clip(np.round((np.asarray(image, np.float32) + 1) * 127.5), 0, 255).astype(np.uint8)
+
+
+def from_uint8(image):
+    """uint8 (or any 0..255) values -> float32 in [-1, 1]; NumPy in, NumPy out; a jax array
+    stays a jax array (so jitted code may call it)."""
+    return image.astype(np.float32) / 127.5 - 1.0
+
+
 def save_png(path, image: np.ndarray):
     """Write uint8 (H, W[, 3]) as PNG, creating parent folders; atomic (write, then rename)."""
     path = Path(path)
@@ -288,8 +299,8 @@ def save_png(path, image: np.ndarray):
         raise cannot_write(path, e, len(data)) from None
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """uint8 (H, W[, 3]) -> PNG bytes."""
+def encode_png(image: np.ndarray, compress_level: int = 6) -> bytes:
+    """uint8 (H, W[, 3]) -> PNG bytes (zlib ``compress_level`` 0-9: Pillow's default 6)."""
     buf = io.BytesIO()
-    Image.fromarray(np.asarray(image)).save(buf, format="PNG")
+    Image.fromarray(np.asarray(image)).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()

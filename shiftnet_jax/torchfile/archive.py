@@ -18,7 +18,12 @@ import zlib
 
 import numpy as np
 
-from shiftnet_jax.torchfile.limits import CheckpointError, UnsupportedCheckpointError, limit, quote
+from shiftnet_jax.torchfile.limits import (
+    CheckpointError,
+    UnsupportedCheckpointError,
+    limit,
+    quote,
+)
 
 MAX_FILE_BYTES = 2 << 30      # the released Shift-Net weights are ~209 MB
 ZIP_DIRECTORY_BYTES_PER_ENTRY = 256  # central directory bound = this x (max_entries + 64)

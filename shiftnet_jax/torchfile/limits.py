@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from shiftnet_jax.errors import quote  # noqa: F401 - re-exported for the reader's modules
+from shiftnet_jax.errors import (
+    UserError,
+    quote,  # noqa: F401 - re-exported for the reader's modules
+)
 
 # Defaults, generous for any real state dict; each is a keyword argument of
 # torchfile.reader.read_torch_state_dict.
@@ -19,7 +22,7 @@ MAX_INT_BITS = 128            # the legacy format's magic number has 77
 MAX_INT_KEYS = 100_000        # integer dict keys (optimizer state ids; a model state dict has none)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """Any problem reading a checkpoint; str(e) is one line naming the file and the problem."""
 
 

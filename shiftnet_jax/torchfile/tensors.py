@@ -13,7 +13,12 @@ import math
 import numpy as np
 
 from shiftnet_jax.torchfile import archive
-from shiftnet_jax.torchfile.limits import CheckpointError, UnsupportedCheckpointError, limit, quote
+from shiftnet_jax.torchfile.limits import (
+    CheckpointError,
+    UnsupportedCheckpointError,
+    limit,
+    quote,
+)
 from shiftnet_jax.torchfile.pickle_vm import describe
 
 MAX_KEY_CHARS = 1024          # characters of one flattened key
