@@ -152,7 +152,7 @@ CASES = {  # name -> (base "compact"/"orbax", expected outcome, substring of the
     "config_ngf_million": ("compact", "NotACheckpointError", "'model.ngf' must be <= 1024; got 1000000"),
     "config_num_downs_1000": ("compact", "NotACheckpointError", "'model.num_downs' must be <= 10; got 1000"),
     "config_ngf_text": ("compact", "NotACheckpointError", "'model.ngf' takes an integer, got 'thirty-two'"),
-    "config_unknown_variant": ("compact", "NotACheckpointError", "'model.variant' must be one of"),
+    "config_unknown_variant": ("compact", "NotACheckpointError", "variant must be one of"),
     "config_crop_size_text": ("compact", "NotACheckpointError", "'data.crop_size' takes an integer, got 'big'"),
     "config_crop_size_65536": ("compact", "NotACheckpointError", "'data.crop_size' must be <= 2048"),
     "config_model_of_4_gib": ("compact", "NotACheckpointError", "GiB of variables; the limit is 2 GiB"),
@@ -314,6 +314,7 @@ def table():
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's shiftnet_jax
     if sys.argv[1:] == ["--table"]:
         table()
     else:
