@@ -34,6 +34,9 @@ def parse(argv=None):
     p.add_argument("--max-megapixels", type=float, default=100,
                    help="largest image or mask decoded, in megapixels (default 100; a larger file "
                         "is refused with one line before it is decoded)")
+    p.add_argument("--backend", choices=("jax", "onnx"), default="jax",
+                   help="run the generator with JAX (default) or ONNX Runtime (CPU; the export "
+                        "extra; faster at batch 1 on CPU, see BENCHMARKS.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     folder, single = (args.input, args.output), (args.image, args.mask, args.out)
@@ -43,6 +46,8 @@ def parse(argv=None):
         p.error("--size and --batch-size must be >= 1, --dilate >= 0")
     if not args.max_megapixels > 0:
         p.error("--max-megapixels must be > 0")
+    if args.backend == "onnx" and args.flow:
+        p.error("--flow needs --backend jax (the shift's sources come from it)")
     return args
 
 
@@ -59,6 +64,15 @@ def main(argv=None) -> int:
     except checkpoint.NotACheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if args.backend == "onnx":
+        from shiftnet_jax.errors import UserError
+        from shiftnet_jax.inference.onnx_backend import OnnxGenerator
+
+        try:
+            model = OnnxGenerator(model, variables)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     size = args.size or predict.default_size(config)
     opts = dict(size=size, dilate_px=args.dilate, flow=args.flow, threshold=args.mask_threshold,
                 max_pixels=int(args.max_megapixels * 1e6))
