@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from shiftnet_jax.data import image_io, masks, sources
+from shiftnet_jax.errors import UserError, escaped, first_line, one_line
 
 
 # --------------------------------------------------------------- transforms
@@ -152,8 +153,11 @@ def make_loader(source, *, batch_size: int, crop_size: int = 256, load_size: int
     def read(idx):
         try:
             return source[idx]
-        except Exception as e:  # corrupt / non-image / unreadable: skip, never fatal
-            warnings.warn(f"skipping unreadable image {describe(idx)}: {type(e).__name__}: {e}",
+        except Exception as e:  # corrupt / non-image / oversized / unreadable: skip, never fatal
+            name = escaped(describe(idx))
+            why = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {first_line(e)}"
+            why = why.removeprefix(f"{name}: ")  # image_io's messages start with the name
+            warnings.warn(f"skipping unreadable image {name}: {one_line(why)}",
                           RuntimeWarning, stacklevel=2)
             return None
 
@@ -168,7 +172,8 @@ def make_loader(source, *, batch_size: int, crop_size: int = 256, load_size: int
         else:
             if not train:
                 return None
-            raise RuntimeError(f"no readable image among the {plan.share} of this host's epoch")
+            raise UserError(f"no readable image among the {plan.share} of this host's epoch "
+                            f"(the warnings above say why; first: {escaped(describe(int(order[slot])))})")
         crop = preprocess(img, crop_size=crop_size, load_size=load_size, train=train,
                           rng=np.random.default_rng([seed, epoch, idx, 0]), scale_range=scale_range)
         hole = np.asarray(mask_fn(np.random.default_rng([seed, epoch, idx, 1]), (crop_size, crop_size)),

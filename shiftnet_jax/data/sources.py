@@ -38,7 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
-from shiftnet_jax.data.image_io import IMAGE_EXTENSIONS, decode_image, list_images
+from shiftnet_jax.data.image_io import (
+    IMAGE_EXTENSIONS,
+    MAX_PIXELS,
+    list_images,
+    read_image,
+)
 from shiftnet_jax.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -58,9 +63,13 @@ REGION_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_fiel
 class FolderSource:
     """Images under ``root`` (recursive, sorted; hidden files skipped)."""
 
-    def __init__(self, root, split: str | None = None, subdir: str | None = None):
+    def __init__(self, root, split: str | None = None, subdir: str | None = None,
+                 max_pixels: int = MAX_PIXELS):
         """``split`` ("train"/"test" or a subfolder name) picks a subfolder as the
-        module docstring says; ``subdir`` names one that must exist."""
+        module docstring says; ``subdir`` names one that must exist. An image over
+        ``max_pixels`` is an :class:`~shiftnet_jax.data.image_io.ImageTooLarge` error
+        (the loader skips it with a warning, as it does unreadable files)."""
+        self.max_pixels = max_pixels
         root = Path(root).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(f"image folder not found: {root}")
@@ -78,7 +87,7 @@ class FolderSource:
         return len(self.paths)
 
     def __getitem__(self, i):
-        return decode_image(self.paths[i])
+        return read_image(self.paths[i], getattr(self, "max_pixels", MAX_PIXELS))
 
     def describe(self, i):
         return self.paths[i]
@@ -129,7 +138,7 @@ class RegionSource:
             raise FileNotFoundError("no photos for the regions source")
         self.items, self.names = [], []
         for path in paths:
-            photo = decode_image(path)
+            photo = read_image(path)
             scale = min(1.0, max_side / max(photo.shape[:2]))
             if scale < 1.0:
                 size = (round(photo.shape[1] * scale), round(photo.shape[0] * scale))
@@ -209,7 +218,7 @@ class TfdsSource:
         if isinstance(img, np.ndarray) and img.dtype.kind in "OSV":  # encoded bytes in an array
             img = img.item()
         if isinstance(img, (bytes, bytearray)):  # SkipDecoding: encoded JPEG/PNG
-            return decode_image(bytes(img))
+            return read_image(bytes(img))
         img = np.asarray(img, dtype=np.uint8)
         return np.repeat(img, 3, axis=-1) if img.ndim == 2 or img.shape[-1] == 1 else img[..., :3]
 
@@ -218,7 +227,11 @@ class TfdsSource:
 
 
 def _open_tfds(name, split, data_dir, image_key, skip_decoding):
-    import tensorflow_datasets as tfds  # lazy: slow import, only needed here
+    try:
+        import tensorflow_datasets as tfds  # lazy: slow import, only needed here
+    except ImportError as e:
+        raise FileNotFoundError(f"data.source tfds needs tensorflow_datasets (pip install tensorflow-datasets): "
+                                f"{type(e).__name__}: {first_line(e)}") from None
     decoders = {image_key: tfds.decode.SkipDecoding()} if skip_decoding else None
     try:
         return tfds.data_source(name, split=split, data_dir=data_dir, download=False, decoders=decoders)
@@ -270,7 +283,7 @@ def _cached_filter(src: TfdsSource, wanted, cache_dir) -> np.ndarray:
 
 
 
-def make_source(cfg, train: bool):
+def make_source(cfg, train: bool, max_pixels: int = MAX_PIXELS):
     """The source named by ``cfg.source`` (a data config) for the train or eval split.
 
     Folders (``folder``, ``paris``): the split subfolder is ``train_split`` /
@@ -288,7 +301,7 @@ def make_source(cfg, train: bool):
         generic = "train" if train else "test"
         names = (split, *SPLIT_DIRS[generic]) if split else SPLIT_DIRS[generic]
         subdir = next((d for d in names if (root / d).is_dir()), None)
-        return FolderSource(root, subdir=subdir)
+        return FolderSource(root, subdir=subdir, max_pixels=max_pixels)
     if kind == "regions":
         return RegionSource.from_folders(cfg.get("dir", ""), "train" if train else "test",
                                          tile=max(cfg.get("crop_size", 256), cfg.get("load_size", 0) or 0))
