@@ -47,15 +47,28 @@ def list_images(root) -> list[str]:
                   for f in files if is_image_file(f))
 
 
-def _open(data):
-    """A path or encoded bytes -> an opened, fully decoded, EXIF-rotated PIL image."""
+def _open(data, min_side: int | None = None):
+    """A path or encoded bytes -> an opened, fully decoded, EXIF-rotated PIL image.
+
+    ``min_side``: a JPEG at least twice that size on both sides is decoded at
+    1/2, 1/4 or 1/8 scale by libjpeg (PIL's ``draft``), keeping both sides
+    >= ``min_side`` (a quarter of the work at 1/2)."""
     with Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data) as im:
+        if min_side and im.format == "JPEG":
+            im.draft("RGB", (min_side, min_side))
         im.load()  # the full decode happens here, so truncated files raise here
         return ImageOps.exif_transpose(im)
 
 
 def to_rgb_uint8(im: Image.Image) -> np.ndarray:
     """Any PIL image (grey, palette, alpha, 16-bit, float, CMYK) -> uint8 (H, W, 3)."""
+    return np.asarray(to_rgb_image(im), dtype=np.uint8)
+
+
+def to_rgb_image(im: Image.Image) -> Image.Image:
+    """Any PIL image -> an RGB PIL image, with :func:`to_rgb_uint8`'s rules."""
+    if im.mode == "RGB":
+        return im
     if im.mode in ("I", "F") or im.mode.startswith("I;16"):  # high bit depth grey
         a = np.asarray(im, dtype=np.float64)
         if im.mode == "F" and a.max(initial=0) <= 1.0:
@@ -63,16 +76,22 @@ def to_rgb_uint8(im: Image.Image) -> np.ndarray:
         elif im.mode != "F" and (im.mode.startswith("I;16") or a.max(initial=0) > 255):
             a = a / 257.0  # 16-bit range -> 8-bit
         g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=-1)
+        return Image.fromarray(np.repeat(g[..., None], 3, axis=-1))
     if "A" in im.mode or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")  # composite transparency over white
         im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), rgba)
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return im.convert("RGB")
 
 
 def decode_image(data) -> np.ndarray:
     """A file path or encoded bytes -> uint8 (H, W, 3); raises Pillow's errors on bad data."""
     return to_rgb_uint8(_open(data))
+
+
+def open_rgb(data, min_side: int | None = None) -> Image.Image:
+    """Like :func:`decode_image`, as an RGB PIL image; with ``min_side`` a large JPEG
+    is decoded at a reduced scale that keeps both sides >= ``min_side`` (see ``_open``)."""
+    return to_rgb_image(_open(data, min_side))
 
 
 def mask_strength(im: Image.Image) -> np.ndarray:
