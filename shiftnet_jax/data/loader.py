@@ -207,13 +207,21 @@ def make_loader(source, *, batch_size: int, crop_size: int = 256, load_size: int
     # be dropped) recomputes and skips ``start_step`` batches.
     first = start_step * batch_size if train else 0
     num_workers = num_workers or min(16, os.cpu_count() or 1)
+    chosen = backend
     if backend == "auto":
         backend = ("processes" if train and num_workers >= 2 else
                    "grain" if importlib.util.find_spec("grain") else "threads")
     window, pool = max(1, prefetch) * batch_size, None
     if backend == "processes":
-        pool = workers.WorkerPool(element, num_workers=num_workers, prefetch=max(1, prefetch),
-                                  batch_size=batch_size, crop_size=crop_size)
+        try:
+            pool = workers.WorkerPool(element, num_workers=num_workers, prefetch=max(1, prefetch),
+                                      batch_size=batch_size, crop_size=crop_size)
+        except workers.NotPicklable as e:
+            if chosen != "auto":
+                raise
+            warnings.warn(f"{e}; the loader uses threads", RuntimeWarning, stacklevel=2)
+            backend = "grain" if importlib.util.find_spec("grain") else "threads"
+    if pool is not None:
         it = ({"image": image, "hole": hole} for image, hole in
               workers.rebatch(pool.chunks(first, stop), batch_size, keep_partial=not train))
     elif backend == "grain":
