@@ -48,11 +48,22 @@ from shiftnet_jax.data import loader as data  # noqa: E402
 LOAD, CROP, BATCH = 350, 256, 8
 
 
-def make_jpegs(photos: Path, out: Path, count: int) -> list[str]:
+def photo_paths(folder: str | None) -> list[str]:
+    """The photos: ``folder``, else shared/data/photos beside or above the checkout, else
+    scikit-image's sample photos."""
+    if folder:
+        paths = image_io.list_images(folder)
+        if not paths:
+            raise SystemExit(f"error: no images in {folder}")
+        return paths
+    for d in ROOT.parents:
+        if (d / "shared" / "data" / "photos").is_dir():
+            return image_io.list_images(d / "shared" / "data" / "photos")
+    return sources.SampleSource("train").paths + sources.SampleSource("test").paths
+
+
+def make_jpegs(paths: list[str], out: Path, count: int) -> list[str]:
     """``count`` 256x256 JPEG crops (quality 90) of the photos, at seeded random places."""
-    paths = sorted(str(p) for p in photos.glob("*.jpg"))
-    if not paths:
-        raise SystemExit(f"error: no photos (*.jpg) in {photos}")
     rng = np.random.default_rng(0)
     images = [Image.open(p).convert("RGB") for p in paths]
     files = []
@@ -193,9 +204,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--json", default="loader_bench.json")
     args = p.parse_args(argv)
-    photos = Path(args.photos) if args.photos else next(
-        (d / "shared" / "data" / "photos" for d in ROOT.parents if (d / "shared" / "data" / "photos").is_dir()),
-        ROOT.parent / "shared" / "data" / "photos")
+    photos = photo_paths(args.photos)
     mask_fn = masks.make_mask_fn("center")
     result = {"load_avg_before": os.getloadavg(), "cpu_count": os.cpu_count(), "images": args.images,
               "load_size": LOAD, "crop_size": CROP, "batch_size": BATCH}
@@ -226,23 +235,31 @@ def main(argv=None) -> int:
         one = next(r for r in rows if r["backend"] == "processes" and r["workers"] == 1)
         parent_us = one["parent_cpu_us_per_image"]
         per_worker = one["images_per_s"]
+        for n, target in ((1, 0.9), (2, 1.7)):
+            for r in rows:
+                if r["workers"] == n:
+                    print(f"target {n} worker(s) >= {target}x bare: {r['backend']} {r['x_bare']:.2f}x "
+                          f"{'met' if r['x_bare'] >= target else 'NOT met'}")
         proj = {}
+        per_core = 1e6 / prof["total"]  # one core's rate from the element's CPU time (robust to load)
         for cores in (16, 32):
-            procs = min((cores - 1) * per_worker, 1e6 / max(parent_us, 1e-9))
-            threads = amdahl(s, cores) * next(r for r in rows if r["backend"] == "threads"
-                                             and r["workers"] == 1)["images_per_s"]
-            proj[cores] = {"processes": procs, "threads": threads}
-            print(f"projection, {cores} cores: processes ~{procs:,.0f} images/s ((cores-1) x one worker, "
-                  f"parent bound {1e6 / parent_us:,.0f}); threads ~{threads:,.0f} (Amdahl, s={s:.3f}); "
-                  f"target 3,000: {'met' if procs >= 3000 else 'NOT met'} with processes")
+            bound = 1e6 / max(parent_us, 1e-9)
+            procs = min((cores - 1) * per_core, bound)
+            procs_wall = min((cores - 1) * per_worker, bound)
+            threads = amdahl(s, cores) * per_core
+            proj[cores] = {"processes": procs, "processes_from_wall": procs_wall, "threads": threads}
+            print(f"projection, {cores} cores: processes ~{procs:,.0f} images/s ((cores-1) x {per_core:.0f}/s "
+                  f"from the element's CPU time; {procs_wall:,.0f} from the measured 1-worker rate; parent "
+                  f"bound {bound:,.0f}), threads ~{threads:,.0f} (Amdahl, s={s:.3f}); 3,000/s "
+                  f"{'met' if procs >= 3000 else 'NOT met'} with processes")
         result["projection"] = proj
     # Large JPEGs: the photos themselves (shorter side 256-1024+ px) with and without draft.
-    big = sources.FolderSource(photos)
-    big_prof = {name: profile_element(big.paths * 2, mask_fn, min_side=side)
+    big = [p for p in photos if p.lower().endswith((".jpg", ".jpeg"))]
+    big_prof = {name: profile_element(big * 2, mask_fn, min_side=side)
                 for name, side in (("full decode", None), ("draft", LOAD))}
     result["large_jpegs"] = {k: v["total"] for k, v in big_prof.items()}
     print("\nthe photos themselves (%d JPEGs, up to %d px): us per image, full decode %.0f, draft %.0f (%.2fx)" % (
-        len(big.paths), max(max(Image.open(f).size) for f in big.paths), big_prof["full decode"]["total"],
+        len(big), max(max(Image.open(f).size) for f in big), big_prof["full decode"]["total"],
         big_prof["draft"]["total"], big_prof["full decode"]["total"] / big_prof["draft"]["total"]))
     if args.step_ngf:
         with tempfile.TemporaryDirectory() as tmp:

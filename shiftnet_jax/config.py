@@ -17,7 +17,7 @@ from pathlib import Path
 
 import ml_collections
 
-from shiftnet_jax.data import masks, sources
+from shiftnet_jax.data import loader, masks, sources
 from shiftnet_jax.nets import feature_hole, shift_level, soft_shift
 from shiftnet_jax.nets.conv import IMPLS
 from shiftnet_jax.nets.layers import NORMS
@@ -59,6 +59,8 @@ def default_config() -> ml_collections.ConfigDict:
         # "kind" or "kind:option=value,...", e.g. "center", "rect:min_size=32,max_size=128",
         # "island", "strokes", "mix"; see shiftnet_jax.data.masks.make_mask_fn.
         mask="center:hole=128", num_workers=0, prefetch=2,
+        # worker processes ("auto": for training with >= 2 workers) or threads; num_workers 0 = the cores
+        backend="auto",
         scale_range=()))   # (lo, hi): training resizes to load_size * U(lo, hi); () = no scaling
 
     c.loss = ml_collections.ConfigDict(dict(
@@ -255,6 +257,7 @@ def validate(config):
     _choice(config, "loss.guidance_kind", losses.GUIDANCE_KINDS)
     _choice(config, "compute_dtype", _DTYPES)
     _choice(config, "data.source", sources.SOURCES)
+    _choice(config, "data.backend", loader.BACKENDS)
     _choice(config, "optim.schedule", ("constant", "cosine"))
     scale = tuple(config.data.scale_range)
     if scale and not (len(scale) == 2 and 0 < scale[0] <= scale[1]):

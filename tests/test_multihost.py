@@ -133,10 +133,16 @@ def _free_job_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def one_process_two_devices(tmp_path_factory):
+def xla_cache(tmp_path_factory):
+    """One compilation cache for the launcher tests: the Slurm and Open MPI runs compile the same step."""
+    return tmp_path_factory.mktemp("xla_cache")
+
+
+@pytest.fixture(scope="module")
+def one_process_two_devices(tmp_path_factory, xla_cache):
     """The reference: one process with two devices, 2 steps (metrics by step)."""
     workdir = tmp_path_factory.mktemp("single")
-    run = _train(workdir, 2, _env(workdir / "xla_cache", XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+    run = _train(workdir, 2, _env(xla_cache, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
     out, err = run.communicate(timeout=480)
     assert run.returncode == 0, err[-3000:]
     return _losses(workdir)
@@ -158,11 +164,12 @@ def ompi_env(port):
 
 
 @pytest.mark.parametrize("launcher", [slurm_env, ompi_env], ids=["slurm", "openmpi"])
-def test_cluster_launchers_train_like_one_process_with_two_devices(launcher, one_process_two_devices, tmp_path):
+def test_cluster_launchers_train_like_one_process_with_two_devices(launcher, one_process_two_devices, xla_cache,
+                                                                  tmp_path):
     cluster_env = launcher(_free_job_port())
     assert not any(k in cluster_env(0) or k in _env(tmp_path, **cluster_env(0)) for k in
                    ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"))
-    results = _two_processes(tmp_path / "run", 2, tmp_path / "xla_cache", cluster_env)
+    results = _two_processes(tmp_path / "run", 2, xla_cache, cluster_env)
     assert "done: step 2" in results[0][1] and "done:" not in results[1][1]
     got = _losses(tmp_path / "run")
     assert sorted(got) == [1, 2]
