@@ -30,6 +30,7 @@ from __future__ import annotations
 import mmap
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,9 @@ def _fill(element, image, hole, first: int, count: int):
 
 def _worker_main(task_fd: int, result_fd: int, shared_fd: int, parent: int):
     """A worker process (see the module docstring)."""
+    # Ctrl-C reaches the whole process group: the parent stops gracefully (it saves a
+    # checkpoint, then closes us); a worker must not die mid-batch with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     tasks, results = Connection(task_fd, writable=False), Connection(result_fd, readable=False)
     try:
         path, payload, slots, batch_size, crop_size = tasks.recv()
