@@ -16,6 +16,8 @@ format), ``load_size`` 350, ``crop_size`` 256, centre holes, batch 8:
 * the loader (uint8 batches) at 1, 2, ..., N workers, processes and threads;
 * the same for the issue's large JPEGs case: the photos themselves (1024 px
   and more) with and without JPEG draft decoding;
+* how many cores this session can use now (N spinning processes against one:
+  a loaded or session-scheduled machine gives fewer than N);
 * the loader feeding the real jitted training step (a small generator on this
   CPU; the paper's on a GPU), against the step alone.
 
@@ -139,6 +141,21 @@ def before_element_us(files, mask_fn) -> float:
     return (time.thread_time() - t0) / len(files) * 1e6
 
 
+SPIN = "import time\nt, n = time.perf_counter(), 0\nwhile time.perf_counter() - t < {s}: n += 1\nprint(n)"
+
+
+def usable_cores(n: int, seconds: float = 2.0) -> float:
+    """How many cores this process can use now: total work of ``n`` spinning processes over
+    that of one (a shared or session-scheduled machine gives far less than ``n``)."""
+    import subprocess
+
+    def work(k):
+        procs = [subprocess.Popen([sys.executable, "-c", SPIN.format(s=seconds)], stdout=subprocess.PIPE, text=True)
+                 for _ in range(k)]
+        return sum(int(p.communicate()[0]) for p in procs)
+    return work(n) / max(1, work(1))
+
+
 def amdahl(share: float, n: int) -> float:
     return 1.0 / (share + (1.0 - share) / n)
 
@@ -209,6 +226,9 @@ def main(argv=None) -> int:
     result = {"load_avg_before": os.getloadavg(), "cpu_count": os.cpu_count(), "images": args.images,
               "load_size": LOAD, "crop_size": CROP, "batch_size": BATCH}
     with tempfile.TemporaryDirectory() as tmp:
+        result["usable_cores"] = cores = usable_cores(args.max_workers)
+        print(f"usable cores now: {cores:.2f} of {args.max_workers} (work of {args.max_workers} spinning "
+              "processes / one; scaling past this cannot show)")
         files = make_jpegs(photos, Path(tmp), args.images)
         src = sources.FolderSource(tmp)
         result["bare"] = bare = bare_rate(files)
