@@ -1,7 +1,7 @@
 """Loader benchmark: does the host input pipeline feed an accelerator, and how does it scale?
 
 One run prints, side by side, on the same 256x256 JPEGs (cut from the photos
-in ../shared/data/photos into a temporary folder; the issue's Places365-small
+in ../shared/data/photos into a temporary folder; Places365-small's
 format), ``load_size`` 350, ``crop_size`` 256, centre holes, batch 8:
 
 * ``bare``: a single-thread loop, PIL decode -> bicubic resize to 350 ->
@@ -14,7 +14,7 @@ format), ``load_size`` 350, ``crop_size`` 256, centre holes, batch 8:
   N - 1 workers (a core left to the training step) until the parent's
   per-image copy-out bounds them;
 * the loader (uint8 batches) at 1, 2, ..., N workers, processes and threads;
-* the same for the issue's large JPEGs case: the photos themselves (1024 px
+* large JPEGs: the photos themselves (1024 px
   and more) with and without JPEG draft decoding;
 * how many cores this session can use now (N spinning processes against one:
   a loaded or session-scheduled machine gives fewer than N);
