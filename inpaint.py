@@ -4,7 +4,7 @@
     python inpaint.py --ckpt DIR --image x.png --mask m.png --out y.png     # one image
 
 Masks: nonzero = hole (--mask-threshold T: value > T). Output: 8-bit RGB PNG, identical to the input outside the
-hole. Working size, formats and naming: see ``shiftnet_jax/inpaint.py``.
+hole. Working size, formats and naming: see ``shiftnet_jax/inference/inpaint.py``.
 Exit code 0 if everything was inpainted, 1 if anything failed, 2 for bad flags.
 """
 
