@@ -181,7 +181,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypat
             return state, {**scalars, "g_loss": bad}
         return step
 
-    monkeypatch.setattr(training, "jit_train_step", poisoned)
+    monkeypatch.setattr(parallel, "jit_train_step", poisoned)
     config = tiny_config(checkpoint_every=2, log_every=2, num_steps=20)
     with pytest.raises(TrainingDiverged, match="g_loss became nan.*last good checkpoint"):
         train_and_evaluate(config, tmp_path)
