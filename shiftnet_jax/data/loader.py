@@ -43,7 +43,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from shiftnet_jax.data import masks, sources, workers
+from shiftnet_jax.data import image_io, masks, sources, workers
 from shiftnet_jax.data.augment import crop_image, min_decode_side, preprocess, resize_shorter
 
 __all__ = ["Loader", "from_config", "make_loader", "preprocess", "resize_shorter", "to_float"]
@@ -57,8 +57,7 @@ def to_float(batch: dict) -> dict:
     for key, scale in (("image", True), ("hole", False)):
         x = batch[key]
         if np.issubdtype(x.dtype, np.integer):
-            x = x.astype(np.float32)
-            out[key] = x / 127.5 - 1.0 if scale else x
+            out[key] = image_io.from_uint8(x) if scale else x.astype(np.float32)
     return out
 
 

@@ -1,6 +1,8 @@
 """The studio's HTTP side: a Starlette app serving the page and the JSON/PNG API.
 
     GET  /             the page (static/index.html)
+    GET  /local        the local mode (static/local.html): the ONNX model runs in the
+                       browser (built by python -m shiftnet_jax.studio.build_local)
     GET  /api/health   models, working sizes, limits
     POST /api/inpaint  multipart image, mask [, model, dilate] -> image/png
     POST /api/flow     the same fields -> JSON: the shift's source of every hole position
@@ -24,7 +26,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from shiftnet_jax.data import image_io
+from shiftnet_jax.errors import first_line
 from shiftnet_jax.studio import engine as eng
 from shiftnet_jax.studio.engine import BadInput, Engine, TooLarge
 
@@ -107,7 +109,7 @@ def _guard(endpoint):
         except (BadInput, HTTPException):
             raise
         except Exception as e:  # noqa: BLE001 - the server must keep serving
-            what = f"{type(e).__name__}: {image_io.first_line(e)}"
+            what = f"{type(e).__name__}: {first_line(e)}"
             log.error("error: %s %s: %s", request.method, request.url.path, what)
             return _error(500, f"inpainting failed on the server ({what})")
 
@@ -119,6 +121,9 @@ def create_app(engine: Engine) -> Starlette:
 
     async def index(request):
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def local(request):
+        return FileResponse(STATIC / "local.html", headers={"Cache-Control": "no-cache"})
 
     async def health(request):
         return JSONResponse(engine.health())
@@ -142,10 +147,11 @@ def create_app(engine: Engine) -> Starlette:
         return _error(exc.status, str(exc))
 
     async def http_error(request, exc: HTTPException):
-        return _error(exc.status_code, str(exc.detail).splitlines()[0] if exc.detail else "error")
+        return _error(exc.status_code, first_line(str(exc.detail)) if exc.detail else "error")
 
     routes = [
         Route("/", index),
+        Route("/local", local),
         Route("/api/health", health),
         Route("/api/inpaint", inpaint, methods=["POST"]),
         Route("/api/flow", flow, methods=["POST"]),
