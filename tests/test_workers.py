@@ -90,3 +90,20 @@ def test_rebatch_regroups_rows_in_order(sizes, batch, keep):
     total = sum(sizes)
     assert rows == list(range(total if keep else total - total % batch))
     assert all(len(image) == batch for image, _ in out[:-1 if keep else None])
+
+
+def test_evaluation_decodes_in_full_and_training_at_a_reduced_jpeg_scale(tmp_path):
+    from PIL import Image
+
+    from shiftnet_jax.data import masks, sources
+    big = np.random.default_rng(0).integers(0, 256, (96, 128, 3), np.uint8).repeat(8, 0).repeat(8, 1)
+    Image.fromarray(big).save(tmp_path / "big.jpg", quality=95)  # 768 x 1024
+    src = sources.FolderSource(tmp_path)
+    kw = dict(crop_size=64, load_size=96, mask_fn=masks.make_mask_fn("center"), seed=0, scale_range=None)
+    plan = lambda train: data._Plan(1, seed=0, train=train, process_index=0, process_count=1)  # noqa: E731
+    evaluation = data.Elements(src, plan(False), train=False, **kw)
+    assert evaluation.min_side is None
+    full = data.preprocess(src[0], crop_size=64, load_size=96, train=False)
+    assert np.array_equal(evaluation(0)[0], full)  # exactly the array path's pixels
+    training = data.Elements(src, plan(True), train=True, **kw)
+    assert training.min_side == 96 and src.open_image(0, training.min_side).size == (128, 96)  # 1/8 scale

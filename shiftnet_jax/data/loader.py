@@ -101,7 +101,10 @@ class Elements:
     def __init__(self, source, plan: _Plan, *, crop_size, load_size, train, mask_fn, seed, scale_range):
         self.source, self.plan, self.mask_fn, self.seed, self.train = source, plan, mask_fn, seed, train
         self.crop = dict(crop_size=crop_size, load_size=load_size, train=train, scale_range=scale_range)
-        self.min_side = min_decode_side(crop_size=crop_size, load_size=load_size, scale_range=scale_range)
+        # Reduced-scale JPEG decoding in training only: evaluation scores the full decode,
+        # the same pixels as eval.py, inpainting and the studio read.
+        self.min_side = (min_decode_side(crop_size=crop_size, load_size=load_size, scale_range=scale_range)
+                         if train else None)
         self.opens_files = hasattr(source, "open_image")
 
     def read(self, idx):
