@@ -18,7 +18,7 @@ from pathlib import Path
 
 import ml_collections
 
-from shiftnet_jax.data import masks, sources
+from shiftnet_jax.data import loader, masks, sources
 from shiftnet_jax.errors import UserError, first_line
 from shiftnet_jax.nets import feature_hole, shift_level
 from shiftnet_jax.nets.conv import IMPLS
@@ -62,6 +62,8 @@ def default_config() -> ml_collections.ConfigDict:
         # "kind" or "kind:option=value,...", e.g. "center", "rect:min_size=32,max_size=128",
         # "island", "strokes", "mix"; see shiftnet_jax.data.masks.make_mask_fn.
         mask="center:hole=128", num_workers=0, prefetch=2,
+        # worker processes ("auto": for training with >= 2 workers) or threads; num_workers 0 = the cores
+        backend="auto",
         scale_range=()))   # (lo, hi): training resizes to load_size * U(lo, hi); () = no scaling
 
     c.loss = ml_collections.ConfigDict(dict(
@@ -272,6 +274,7 @@ def validate(config, check_paths: bool = True):
     _choice(config, "loss.guidance_kind", losses.GUIDANCE_KINDS)
     _choice(config, "compute_dtype", _DTYPES)
     _choice(config, "data.source", sources.SOURCES)
+    _choice(config, "data.backend", loader.BACKENDS)
     _choice(config, "optim.schedule", ("constant", "cosine"))
     scale = tuple(config.data.scale_range)
     if scale and not (len(scale) == 2 and 0 < scale[0] <= scale[1]):

@@ -138,17 +138,22 @@ def _check_jpeg_scans(data: bytes, pixels: int, name: str):
                             "scan-pixels")
 
 
-def _open(source, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES) -> Image.Image:
+def _open(source, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES,
+          min_side: int | None = None) -> Image.Image:
     """A path or encoded bytes -> its first frame, decoded and EXIF-rotated, within the limits.
 
     Raises :class:`ImageTooLarge` before any pixel is decoded when the frame's size, the file's
-    bytes or a JPEG's scans exceed the limits, and Pillow's errors for bad data."""
+    bytes or a JPEG's scans exceed the limits, and Pillow's errors for bad data. ``min_side``:
+    a JPEG at least twice that size on both sides is decoded at 1/2, 1/4 or 1/8 scale by
+    libjpeg (PIL's ``draft``), keeping both sides >= ``min_side`` (a quarter of the work at 1/2)."""
     name = _name(source)
     data = _read_bytes(source, max_bytes)
     with Image.open(io.BytesIO(data), formats=FORMATS) as im:
         _check_size(*im.size, max_pixels, name)
         if im.format in ("JPEG", "MPO"):
             _check_jpeg_scans(data, im.size[0] * im.size[1], name)
+        if min_side and im.format == "JPEG":
+            im.draft("RGB", (min_side, min_side))
         im.load()  # the full decode happens here, so truncated files raise here
         _check_size(*im.size, max_pixels, name)  # the frame decoded is the one measured
         if im.getexif().get(_ORIENTATION, 1) == 1:
@@ -158,6 +163,13 @@ def _open(source, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES)
 
 def to_rgb_uint8(im: Image.Image) -> np.ndarray:
     """Any PIL image (grey, palette, alpha, 16-bit, float, CMYK) -> uint8 (H, W, 3)."""
+    return np.asarray(to_rgb_image(im), dtype=np.uint8)
+
+
+def to_rgb_image(im: Image.Image) -> Image.Image:
+    """Any PIL image -> an RGB PIL image, with :func:`to_rgb_uint8`'s rules."""
+    if im.mode == "RGB":
+        return im
     if im.mode in ("I", "F") or im.mode.startswith("I;16"):  # high bit depth grey
         a = np.asarray(im, dtype=np.float32)
         if im.mode == "F" and a.max(initial=0) <= 1.0:
@@ -165,17 +177,23 @@ def to_rgb_uint8(im: Image.Image) -> np.ndarray:
         elif im.mode != "F" and (im.mode.startswith("I;16") or a.max(initial=0) > 255):
             a /= 257.0  # 16-bit range -> 8-bit
         g = np.clip(np.rint(a, out=a), 0, 255, out=a).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=-1)
+        return Image.fromarray(np.repeat(g[..., None], 3, axis=-1))
     if "A" in im.mode or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")  # composite transparency over white
         im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), rgba)
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return im.convert("RGB")
 
 
 def decode_image(data, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
     """A file path or encoded bytes -> uint8 (H, W, 3); raises Pillow's errors on bad data and
     :class:`ImageTooLarge` over the limits."""
     return to_rgb_uint8(_open(data, max_pixels, max_bytes))
+
+
+def open_rgb(data, min_side: int | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Like :func:`decode_image`, as an RGB PIL image; with ``min_side`` a large JPEG
+    is decoded at a reduced scale that keeps both sides >= ``min_side`` (see ``_open``)."""
+    return to_rgb_image(_open(data, max_pixels, MAX_FILE_BYTES, min_side))
 
 
 def mask_hole(im: Image.Image, threshold: float = MASK_THRESHOLD) -> np.ndarray:

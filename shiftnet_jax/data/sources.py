@@ -2,7 +2,9 @@
 
 A source has ``__len__``, ``__getitem__(i) -> uint8 (H, W, 3)`` and
 ``describe(i)`` (a name for messages); :mod:`shiftnet_jax.data.loader` turns one into
-batches.
+batches. Sources of encoded files also have ``open_image(i, min_side)`` -> an RGB
+PIL image, decoded at a reduced JPEG scale where that keeps both sides >=
+``min_side`` (the loader's fast path: no array round trip, less decoding).
 
 * :class:`SampleSource` -- the offline default: colour photographs shipped
   inside the scikit-image wheel (read from ``skimage/data/`` directly, without
@@ -37,13 +39,9 @@ import re
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from shiftnet_jax.data.image_io import (
-    IMAGE_EXTENSIONS,
-    MAX_PIXELS,
-    list_images,
-    read_image,
-)
+from shiftnet_jax.data.image_io import IMAGE_EXTENSIONS, MAX_PIXELS, list_images, open_rgb, read_image
 from shiftnet_jax.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -89,6 +87,9 @@ class FolderSource:
     def __getitem__(self, i):
         return read_image(self.paths[i], getattr(self, "max_pixels", MAX_PIXELS))
 
+    def open_image(self, i, min_side=None):
+        return open_rgb(self.paths[i], min_side, getattr(self, "max_pixels", MAX_PIXELS))
+
     def describe(self, i):
         return self.paths[i]
 
@@ -132,8 +133,6 @@ class RegionSource:
 
     def __init__(self, paths, split: str, *, tile: int, test_fraction: float = 0.3,
                  gap: float = 0.05, max_side: int = 1024):
-        from PIL import Image
-
         if not paths:
             raise FileNotFoundError("no photos for the regions source")
         self.items, self.names = [], []
@@ -213,17 +212,29 @@ class TfdsSource:
     def _index(self, i):
         return int(i if self.indices is None else self.indices[i])
 
-    def __getitem__(self, i):
+    def _item(self, i):
         img = self.ds[self._index(i)][self.image_key]
         if isinstance(img, np.ndarray) and img.dtype.kind in "OSV":  # encoded bytes in an array
             img = img.item()
-        if isinstance(img, (bytes, bytearray)):  # SkipDecoding: encoded JPEG/PNG
-            return read_image(bytes(img))
-        img = np.asarray(img, dtype=np.uint8)
-        return np.repeat(img, 3, axis=-1) if img.ndim == 2 or img.shape[-1] == 1 else img[..., :3]
+        return bytes(img) if isinstance(img, (bytes, bytearray)) else img  # bytes: SkipDecoding
+
+    def __getitem__(self, i):
+        img = self._item(i)
+        return read_image(img) if isinstance(img, bytes) else _rgb_array(img)
+
+    def open_image(self, i, min_side=None):
+        img = self._item(i)
+        return open_rgb(img, min_side) if isinstance(img, bytes) else Image.fromarray(_rgb_array(img))
 
     def describe(self, i):
         return f"{self.name}/{self.split}[{self._index(i)}]"
+
+
+def _rgb_array(img) -> np.ndarray:
+    """A decoded TFDS image (H, W[, 1|3|4]) -> uint8 (H, W, 3)."""
+    img = np.asarray(img, dtype=np.uint8)
+    img = img[..., None] if img.ndim == 2 else img
+    return np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img[..., :3]
 
 
 def _open_tfds(name, split, data_dir, image_key, skip_decoding):
