@@ -80,7 +80,7 @@ def test_pre_move_workdir_resumes_with_the_pre_move_losses(tmp_path, reference):
     summary = train_and_evaluate(config, workdir)
     assert summary["step"] == 5
     for key in ("l1", "g_loss", "d_loss"):
-        np.testing.assert_allclose(summary[key], reference[f"resumed_{key}"], rtol=1e-6)
+        np.testing.assert_allclose(summary[key], reference[f"resumed_{key}"], rtol=1e-5)
 
 
 # ------------------------------------------------------------ compact float16 shards
