@@ -1,5 +1,6 @@
 """Evaluate a checkpoint: PSNR, SSIM, mean L1 and l2 (whole image and hole), overall and
-per hole-ratio band, against OpenCV Telea / Navier-Stokes inpainting and mean fill.
+per hole-ratio band, against OpenCV Telea / Navier-Stokes inpainting, mean fill and PatchMatch (the paper's
+Content-Aware Fill; --baselines adds OpenCV contrib's xphoto_fsr_fast, xphoto_fsr_best, xphoto_shiftmap).
 
     python eval.py --ckpt DIR [--data FOLDER] [--masks center|rect|island|strokes|mix|FOLDER] [--mask-threshold 0]
                    [--out DIR/eval] [--batch-size 16] [--limit N] [--seed 0]
@@ -28,6 +29,10 @@ def parse(argv=None):
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--seed", type=int, default=0, help="seed of the holes (same seed, same numbers)")
     p.add_argument("--size", type=int, default=None, help="image side (default: the config's crop_size)")
+    p.add_argument("--baselines", default=None,
+                   help="comma-separated: telea, navier_stokes, mean_fill, patchmatch (default: these four), "
+                        "xphoto_fsr_fast, xphoto_fsr_best, xphoto_shiftmap (need opencv-contrib-python-headless), "
+                        "or none")
     p.add_argument("--samples", type=int, default=4, help="side-by-side PNGs to write")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
@@ -45,7 +50,7 @@ def main(argv=None) -> int:
         report = evaluate.evaluate(args.ckpt, data=args.data, masks=args.masks, out_dir=args.out,
                                    batch_size=args.batch_size, limit=args.limit, seed=args.seed,
                                    samples=args.samples, size=args.size, step=args.step,
-                                   mask_threshold=args.mask_threshold,
+                                   mask_threshold=args.mask_threshold, baselines=args.baselines,
                                    progress=not args.no_progress)
     except (ValueError, OSError) as e:  # NotACheckpointError, missing folders, bad masks: one line
         print(f"error: {e}", file=sys.stderr)

@@ -7,8 +7,8 @@
 1. The main run: ``configs/learning.py`` for ``--steps`` steps (held-out regions
    of the photos; see ``shiftnet_jax.data.sources.RegionSource``), evaluated every
    ``eval_every`` steps, then scored with ``eval.py``'s library against OpenCV
-   Telea, Navier-Stokes and mean fill on the held-out tiles, with centre holes
-   and with stroke holes.
+   Telea, Navier-Stokes, mean fill and PatchMatch (the paper's Content-Aware Fill) on the held-out tiles, with centre holes
+   and with stroke holes (and PatchMatch, the paper's Content-Aware Fill row).
 2. The ablation at ``--ablation-steps`` per run and every seed of ``--seeds``:
    (a) Shift-Net, (b) the same U-Net without the shift (the official code's
    ``unet_256``, no guidance loss), (c) Shift-Net without the guidance loss.
@@ -46,7 +46,7 @@ VARIANTS = {  # the paper's ablation, as config overrides
 }
 MASKS = {"centre": "center", "strokes": "strokes"}
 METHODS = {"shiftnet": "Shift-Net", "telea": "Telea", "navier_stokes": "Navier-Stokes",
-           "mean_fill": "mean fill"}
+           "mean_fill": "mean fill", "patchmatch": "PatchMatch (Content-Aware Fill)"}
 
 
 def train(config_path, workdir: Path, overrides) -> dict:
@@ -105,6 +105,8 @@ def results_table(reports: dict) -> list[str]:
              "|---|---|---:|---:|---:|---:|"]
     for mask, report in reports.items():
         for method, label in METHODS.items():
+            if method not in report["overall"]:
+                continue
             vals = [_hole(report, method, k) for k in ("psnr", "ssim", "l1", "l2")]
             lines.append(f"| {mask} ({report['num_images']} tiles) | {label} | {vals[0]:.2f} | "
                          f"{vals[1]:.4f} | {vals[2]:.4f} | {vals[3]:.5f} |")
