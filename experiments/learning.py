@@ -8,7 +8,7 @@
    of the photos; see ``shiftnet_jax.data.sources.RegionSource``), evaluated every
    ``eval_every`` steps, then scored with ``eval.py``'s library against OpenCV
    Telea, Navier-Stokes, mean fill and PatchMatch (the paper's Content-Aware Fill) on the held-out tiles, with centre holes
-   and with stroke holes (and PatchMatch, the paper's Content-Aware Fill row).
+   and with stroke holes.
 2. The ablation at ``--ablation-steps`` per run and every seed of ``--seeds``:
    (a) Shift-Net, (b) the same U-Net without the shift (the official code's
    ``unet_256``, no guidance loss), (c) Shift-Net without the guidance loss.

@@ -61,7 +61,7 @@ def _scores_one(pred, image, hole):
 
 
 @jax.jit
-def _scores(preds, image, hole):
+def score_predictions(preds, image, hole):
     """{region: {metric: (M, B)}} of uint8 ``preds`` (M, B, H, W, 3) against ``image``
     (B, H, W, 3) in [-1, 1]: all methods in one call."""
     preds = preds.astype(jnp.float32) / 127.5 - 1.0
@@ -179,7 +179,7 @@ def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: i
             ours = to_uint8(forward(model, variables, image_p, hole_p).composite[:b])
             gt = to_uint8(image)
             preds = {"shiftnet": ours, **baselib.fill_batch(names, gt, hole[..., 0] > 0.5, pool)}
-            s = jax.device_get(_scores(np.stack([pad_batch(preds[m], batch_size) for m in methods]), image_p, hole_p))
+            s = jax.device_get(score_predictions(np.stack([pad_batch(preds[m], batch_size) for m in methods]), image_p, hole_p))
             for j, m in enumerate(methods):
                 for r in REGIONS:
                     for k in METRICS:
