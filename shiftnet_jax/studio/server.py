@@ -2,8 +2,8 @@
 
     GET  /             the page (static/index.html)
     GET  /api/health   models, working sizes, limits
-    POST /api/inpaint  multipart image, mask [, model, dilate] -> image/png
-    POST /api/flow     the same fields -> JSON: the shift's source of every hole position
+    POST /api/inpaint  multipart image, mask [, model, dilate, strategy] -> image/png
+    POST /api/flow     the same fields -> JSON: per window, the shift's source of every hole position
 
 Every refusal is a 4xx with ``{"error": "one line"}``; the server keeps serving.
 """
@@ -83,19 +83,22 @@ async def _fields(request: Request, engine: Engine):
                 raise BadInput(f"field {name!r} must be a file upload")
             blobs[name] = await part.read()
         text = {}
-        for name in ("model", "dilate"):
+        for name in ("model", "dilate", "strategy"):
             value = form.get(name)
             if isinstance(value, UploadFile):
                 raise BadInput(f"field {name!r} must be text, not a file")
             text[name] = (value or "").strip()
         model = engine.model(text["model"] or None)
         dilate = text["dilate"] or "0"
+        strategy = text["strategy"] or eng.framing.DEFAULT_STRATEGY
     if not dilate.isdigit() or int(dilate) > MAX_DILATE:
         raise BadInput(f"dilate must be a whole number of pixels from 0 to {MAX_DILATE}, got {dilate!r}")
+    if strategy not in eng.framing.STRATEGIES:
+        raise BadInput(f"strategy must be one of {', '.join(eng.framing.STRATEGIES)}, got {strategy[:40]!r}")
     # Decoding is CPU work: off the event loop, but not on the device thread.
     image = await run_in_threadpool(eng.decode_image, blobs["image"], engine.max_pixels)
     mask = await run_in_threadpool(eng.decode_mask, blobs["mask"], image.shape[:2], engine.max_pixels)
-    return model, image, mask, int(dilate)
+    return model, image, mask, int(dilate), strategy
 
 
 def _guard(endpoint):
@@ -125,16 +128,16 @@ def create_app(engine: Engine) -> Starlette:
 
     @_guard
     async def inpaint(request):
-        model, image, mask, dilate = await _fields(request, engine)
-        out = await engine.inpaint(model, image, mask, dilate)
+        model, image, mask, dilate, strategy = await _fields(request, engine)
+        out = await engine.inpaint(model, image, mask, dilate, strategy)
         png = await run_in_threadpool(eng.encode_png, out)
         return Response(png, media_type="image/png",
                         headers={"X-Model": model.name, "Cache-Control": "no-store"})
 
     @_guard
     async def flow(request):
-        model, image, mask, dilate = await _fields(request, engine)
-        body = await engine.flow(model, image, mask, dilate)
+        model, image, mask, dilate, strategy = await _fields(request, engine)
+        body = await engine.flow(model, image, mask, dilate, strategy)
         body["model"] = model.name
         return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
