@@ -126,6 +126,9 @@ class ShiftNetGenerator(nn.Module):
       add_mask2input: append the known-pixel channel to the input (official default).
       spectral_norm: spectral normalisation of every U-Net conv, PyTorch's semantics
         (the official ``--use_spectral_norm_G``; :mod:`shiftnet_jax.nets.layers`).
+      ablate, shift_mode: the paper's analysis options (Figs. 10, 11; no parameters):
+        zero the "decoded", "encoded" or "shifted" third at the shift level; copy from a
+        "random" known position instead of the "nearest" (see ``nets.shift_level``).
     """
 
     ngf: int = 64
@@ -147,6 +150,8 @@ class ShiftNetGenerator(nn.Module):
     patch_order: str = "spatial"
     add_mask2input: bool = True
     spectral_norm: bool = False
+    ablate: str | None = None
+    shift_mode: str = "nearest"
 
     def setup(self):
         if self.norm not in NORMS:
@@ -158,7 +163,7 @@ class ShiftNetGenerator(nn.Module):
             raise ValueError(f"shift_layer must lie in [2, num_downs - 1 = "
                              f"{self.num_downs - 1}], got {self.shift_layer}")
         check_options(self.variant, self.shift_sz, self.mask_thred, self.stride,
-                      self.patch_order, self.shift_layer)
+                      self.patch_order, self.shift_layer, self.ablate, self.shift_mode)
         widths = self.widths
         last = self.num_downs - 1
         # Unlike pix2pix, the reference gives every generator conv a bias, also
@@ -171,7 +176,8 @@ class ShiftNetGenerator(nn.Module):
             for i in range(self.num_downs)]
         self.shift_level = ShiftLevel(
             self.variant, self.use_shift, self.triple_weight, self.shift_tile, self.shift_sz,
-            self.mask_thred, self.fuse, self.stride, self.patch_order, self.dtype)
+            self.mask_thred, self.fuse, self.stride, self.patch_order, self.dtype,
+            ablate=self.ablate, shift_mode=self.shift_mode)
         self.up = [
             Up(widths[i - 1] if i else self.output_channels, norm=self.norm if i else None,
                conv_impl=self.conv_impl, dtype=self.dtype, name=f"up_{i}",
