@@ -39,9 +39,11 @@ def test_each_figure_writes_its_section_table_and_images(figure, tmp_path, capsy
     assert Image.open(results.parent / images[0]).size[0] > 32
     if figure == "fig9":
         assert re.search(r"ms / image at 64", section)
-    # Again: the section is replaced, not appended.
-    assert paper.main(args) == 0
-    assert results.read_text().count(f"<!-- paper:{figure} -->") == 1
+    # Written again, the section is replaced, not appended; the rest is kept.
+    paper.write_section(results, figure, ["new body"])
+    again = results.read_text()
+    assert again.count(f"<!-- paper:{figure} -->") == 1 and "new body" in again
+    assert again.startswith("# Results\n\nkept text\n") and "Command:" not in again
     capsys.readouterr()
 
 

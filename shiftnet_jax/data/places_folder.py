@@ -7,10 +7,11 @@ about 24 GB, from places2.csail.mit.edu) extracts to::
     places365_standard/val/<class>/*.jpg       36,500 images, 100 per class
     places365_standard/train.txt, val.txt      "train/<class>/<file>.jpg <label>" lists
 
-Class folders name the scene with its sub-scene joined by ``_``, ``-`` or ``/``
-(``field_cultivated``, ``field-wild``), so a requested scene matches its
-folder and every sub-scene folder ("field" matches both fields, as in the
-TFDS route). A split whose folder is flat (the ``val_256`` archive) is read
+Class folders name the scene with its sub-scene joined by ``-`` (the
+category ``/f/field/wild`` is the folder ``field-wild``; ``_`` belongs to a
+name: ``field_road`` is another scene), so a requested scene matches its
+folder and every sub-scene folder ("field" matches both fields and not
+``field_road``, as in the TFDS route). A split whose folder is flat (the ``val_256`` archive) is read
 through its list (``val.txt`` or ``places365_val.txt``: ``<file> <label>``)
 and ``categories_places365.txt`` (``/a/airfield 0``) for the label names.
 ``root`` may be ``places365_standard`` itself or the folder holding it.
@@ -28,9 +29,9 @@ CATEGORIES = "categories_places365.txt"
 
 
 def scene_key(name: str) -> str:
-    """A class name in one spelling: ``/f/field/wild``, ``field-wild``, ``field_wild`` -> ``field/wild``."""
+    """A class name in one spelling: ``/f/field/wild``, ``field-wild`` -> ``field/wild``."""
     name = re.sub(r"^/?[a-z]/", "", name.strip())
-    return re.sub(r"[-_/]+", "/", name)
+    return re.sub(r"[-/]+", "/", name)
 
 
 def matches(folder: str, classes) -> bool:
