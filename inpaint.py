@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     args = parse(argv)
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's restore chatter
     from shiftnet_jax import checkpoint
-    from shiftnet_jax.inference import framing, inpaint
+    from shiftnet_jax.inference import framing, inpaint, predict
 
     try:
         model, variables, config = checkpoint.load_generator(args.ckpt or checkpoint.BUNDLED_MODEL,
@@ -61,12 +61,11 @@ def main(argv=None) -> int:
     except checkpoint.NotACheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    trained = (config.get("data") or {}).get("crop_size")
-    size = args.size or trained or inpaint.DEFAULT_SIZE
+    size = args.size or predict.default_size(config)
     strategy = args.strategy or framing.DEFAULT_STRATEGY
     print(f"working size {size} (longer side{'' if args.size else ', the training crop size'}), "
           f"strategy {strategy}{'' if args.strategy else ' (default)'}, "
-          f"multiples of {2 ** model.num_downs}")
+          f"multiples of {model.size_multiple}")
     opts = dict(size=size, dilate_px=args.dilate, flow=args.flow, threshold=args.mask_threshold,
                 strategy=strategy, margin=args.crop_margin)
     try:

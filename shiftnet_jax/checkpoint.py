@@ -26,6 +26,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from shiftnet_jax.errors import UserError
 from shiftnet_jax.nets.generator import ShiftNetGenerator
 
 CONFIG_FILE = "config.json"
@@ -34,7 +35,7 @@ COMPACT = "generator_f16.npz"
 BUNDLED_MODEL = Path(__file__).resolve().parent / "pretrained" / "demo"
 
 
-class NotACheckpointError(ValueError):
+class NotACheckpointError(UserError):
     """The directory holds no usable checkpoint; the message says why, in one line."""
 
 

@@ -18,15 +18,17 @@ from pathlib import Path
 import ml_collections
 
 from shiftnet_jax.data import masks, sources
-from shiftnet_jax.nets import feature_hole, shift_level, soft_shift
+from shiftnet_jax.errors import UserError, first_line
+from shiftnet_jax.nets import feature_hole, shift_level
 from shiftnet_jax.nets.conv import IMPLS
+from shiftnet_jax.nets.generator import size_multiple
 from shiftnet_jax.nets.layers import NORMS
 from shiftnet_jax.train import losses
 
 _DTYPES = ("float32", "bfloat16")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file, field or value that cannot be used; the message is one line."""
 
 
@@ -40,11 +42,11 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict(dict(
         ngf=64, num_downs=8, norm="instance", shift_layer=3, feature_hole="nearest",
-        triple_weight=1.0, output_channels=3, conv_impl="auto", use_shift=True))
-    # The official generators (shiftnet_jax.nets.shift_level; official default: unet_shift_triple,
-    # shift_sz 1, mask_thred 1, fuse 0, stride 1). patch_order: ours, soft variants only.
-    c.model.update(dict(variant="shift", shift_sz=1, mask_thred=1, fuse=False, stride=1,
-                        patch_order="spatial"))
+        output_channels=3, conv_impl="auto"))
+    # The shift level's options and defaults (variant "shift" = the official default
+    # unet_shift_triple, shift_sz 1, mask_thred 1, fuse 0, stride 1; patch_order: ours, soft
+    # variants only): declared once, in shiftnet_jax.nets.shift_level.ShiftOptions.
+    c.model.update(shift_level.SHIFT_DEFAULTS)
     c.model.add_mask2input = True   # official --add_mask2input 1: the known-pixel channel
     c.model.spectral_norm = False   # official --use_spectral_norm_G 0
     c.discriminator = ml_collections.ConfigDict(dict(
@@ -104,15 +106,10 @@ def load_config(path) -> ml_collections.ConfigDict:
         spec.loader.exec_module(module)
         config = module.get_config()
     except Exception as e:  # a user's file: any error becomes one line naming it
-        raise ConfigError(f"config file {path}: {type(e).__name__}: {_one_line(e)}") from None
+        raise ConfigError(f"config file {path}: {type(e).__name__}: {first_line(e)}") from None
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"config file {path}: get_config() must return an ml_collections.ConfigDict")
     return config
-
-
-def _one_line(e) -> str:
-    lines = str(e).strip().splitlines()
-    return (lines[0] if lines else "")[:200]
 
 
 def field_paths(config, prefix: str = "") -> list[str]:
@@ -236,19 +233,22 @@ def _get(config, key):
     return node
 
 
+def mask_spec(config):
+    """``config.data.mask`` as :func:`shiftnet_jax.data.masks.make_mask_fn` takes it."""
+    spec = config.data.mask
+    return spec.to_dict() if hasattr(spec, "to_dict") else spec
+
+
 def validate(config):
     """Check every value the training run will use; raise :class:`ConfigError` on the first bad one."""
     _choice(config, "model.norm", NORMS)
-    _choice(config, "model.feature_hole", feature_hole.METHODS)
+    _choice(config, "model.feature_hole", feature_hole.RULES)
     _choice(config, "model.conv_impl", IMPLS)
-    _choice(config, "model.variant", tuple(shift_level.VARIANTS))
-    _choice(config, "model.patch_order", soft_shift.PATCH_ORDERS)
     try:
-        m = config.model
-        shift_level.check_options(m.variant, m.shift_sz, m.mask_thred, m.stride, m.patch_order,
-                               m.shift_layer)
+        options = shift_level.ShiftOptions(**shift_level.shift_options(config.model))
+        options.check_shift_options(config.model.shift_layer)
     except ValueError as e:
-        raise ConfigError(f"config field 'model': {_one_line(e)}") from None
+        raise ConfigError(f"config field 'model': {first_line(e)}") from None
     _choice(config, "discriminator.norm", NORMS)
     _choice(config, "discriminator.kind", ("patchgan", "densenet"))
     _choice(config, "loss.gan", losses.GANS)
@@ -287,9 +287,9 @@ def validate(config):
     if config.discriminator.kind == "densenet" and config.data.crop_size < 96:
         raise ConfigError("discriminator.kind 'densenet' needs config field 'data.crop_size' >= 96 "
                           f"(it downsamples by 32, then a 3x3 conv); got {config.data.crop_size}")
-    if config.data.crop_size % 2 ** downs:
+    if config.data.crop_size % size_multiple(downs):
         raise ConfigError(f"config field 'data.crop_size' must be a multiple of 2**model.num_downs = "
-                          f"{2 ** downs}; got {config.data.crop_size}")
+                          f"{size_multiple(downs)}; got {config.data.crop_size}")
     if config.data.source in ("folder", "paris") and not config.data.dir:
         raise ConfigError(f"data.source {config.data.source!r} needs a folder: --config.data.dir=PATH")
     if config.data.source == "regions":
@@ -299,7 +299,7 @@ def validate(config):
     elif config.data.dir and not os.path.isdir(os.path.expanduser(config.data.dir)):
         raise ConfigError(f"config field 'data.dir': {config.data.dir} is not a folder")
     try:
-        masks.make_mask_fn(config.data.mask)
+        masks.check_mask_spec(mask_spec(config))
     except ValueError as e:
-        raise ConfigError(f"config field 'data.mask': {_one_line(e)}") from None
+        raise ConfigError(f"config field 'data.mask': {first_line(e)}") from None
     return config

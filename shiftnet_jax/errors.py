@@ -21,7 +21,7 @@ def one_line(text: str, n: int = MAX_MESSAGE) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def first_line(e: BaseException, n: int = 200) -> str:
-    """The first line of an exception's message (its type's name when it has none)."""
+def first_line(e: BaseException | str, n: int = 200) -> str:
+    """The first line of an exception's message (its type's name when it has none), or of a text."""
     lines = str(e).strip().splitlines()
     return one_line(lines[0], n) if lines else type(e).__name__

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from shiftnet_jax.config import default_config
-from shiftnet_jax.inference import metrics, predict
+from shiftnet_jax.inference import evaluate, metrics, predict
 from shiftnet_jax.train import parallel
 from shiftnet_jax.train import step as training
 from shiftnet_jax.train.loop import TrainingDiverged, train_and_evaluate
@@ -168,12 +168,31 @@ def test_two_devices_match_one_device():
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 
+def test_final_eval_metrics_are_eval_py_numbers_on_the_same_checkpoint(tmp_path):
+    """One scorer: training's eval/* equal what eval.py reports for the saved checkpoint with
+    the same test images, masks and seed."""
+    config = tiny_config(num_steps=2, checkpoint_every=2, eval_batches=1)
+    summary = train_and_evaluate(config, tmp_path / "run")
+    report = evaluate.evaluate(tmp_path / "run", masks=config.data.mask, seed=config.seed,
+                               limit=config.batch_size * config.eval_batches,
+                               batch_size=config.batch_size, samples=0, progress=False,
+                               out_dir=tmp_path / "eval")
+    assert report["step"] == 2 and report["num_images"] == 2
+    ours = report["overall"]["shiftnet"]
+    for key, (region, metric) in {"psnr": ("whole", "psnr"), "psnr_hole": ("hole", "psnr"),
+                                  "ssim": ("whole", "ssim"), "l1_hole": ("hole", "l1"),
+                                  "l2_hole": ("hole", "l2")}.items():
+        np.testing.assert_allclose(summary[f"eval/{key}"], ours[region][metric], rtol=1e-6,
+                                   err_msg=key)
+    assert summary["eval/l1_hole"] > 0 and summary["eval/input_l1_hole"] > 0
+
+
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real_jit = parallel.jit_train_step
 
-    def poisoned(config, mesh):
+    def poisoned(config, mesh, parts=None):
         # From the 4th step on, the step reports a NaN generator loss.
-        step_fn = real_jit(config, mesh)
+        step_fn = real_jit(config, mesh, parts)
 
         def step(state, batch):
             state, scalars = step_fn(state, batch)
@@ -181,7 +200,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypat
             return state, {**scalars, "g_loss": bad}
         return step
 
-    monkeypatch.setattr(training, "jit_train_step", poisoned)
+    monkeypatch.setattr(parallel, "jit_train_step", poisoned)
     config = tiny_config(checkpoint_every=2, log_every=2, num_steps=20)
     with pytest.raises(TrainingDiverged, match="g_loss became nan.*last good checkpoint"):
         train_and_evaluate(config, tmp_path)

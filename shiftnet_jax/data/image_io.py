@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from shiftnet_jax.errors import UserError, first_line
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
 MASK_THRESHOLD = 0  # a mask pixel is a hole when its 8-bit strength is > this
 
@@ -31,7 +33,7 @@ MASK_THRESHOLD = 0  # a mask pixel is a hole when its 8-bit strength is > this
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-class InputError(ValueError):
+class InputError(UserError):
     """A bad input file or upload; the message is one line and names it."""
 
 
@@ -103,11 +105,6 @@ def _name(source) -> str:
     return "upload" if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
 
 
-def first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
-
-
 def read_image(source) -> np.ndarray:
     """Like :func:`decode_image` (path or bytes), but every failure is a one-line :class:`InputError`."""
     if not isinstance(source, (bytes, bytearray, memoryview)) and not os.path.isfile(source):
@@ -149,6 +146,17 @@ def as_rgb_uint8(image) -> np.ndarray:
     return np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a
 
 
+def to_uint8(image) -> np.ndarray:
+    """The model's [-1, 1] floats -> uint8 (rounded, clipped): how results are saved and scored."""
+    return np.clip(np.round((np.asarray(image, np.float32) + 1) * 127.5), 0, 255).astype(np.uint8)
+
+
+def from_uint8(image):
+    """uint8 (or any 0..255) values -> float32 in [-1, 1]; NumPy in, NumPy out; a jax array
+    stays a jax array (so jitted code may call it)."""
+    return image.astype(np.float32) / 127.5 - 1.0
+
+
 def save_png(path, image: np.ndarray):
     """Write uint8 (H, W[, 3]) as PNG, creating parent folders; atomic (write, then rename)."""
     path = Path(path)
@@ -158,8 +166,8 @@ def save_png(path, image: np.ndarray):
     os.replace(tmp, path)
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """uint8 (H, W[, 3]) -> PNG bytes."""
+def encode_png(image: np.ndarray, compress_level: int = 6) -> bytes:
+    """uint8 (H, W[, 3]) -> PNG bytes (zlib ``compress_level`` 0-9: Pillow's default 6)."""
     buf = io.BytesIO()
-    Image.fromarray(np.asarray(image)).save(buf, format="PNG")
+    Image.fromarray(np.asarray(image)).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()

@@ -37,7 +37,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from shiftnet_jax.data import masks, sources
+from shiftnet_jax.data import image_io, masks, sources
 
 
 # --------------------------------------------------------------- transforms
@@ -173,7 +173,7 @@ def make_loader(source, *, batch_size: int, crop_size: int = 256, load_size: int
                           rng=np.random.default_rng([seed, epoch, idx, 0]), scale_range=scale_range)
         hole = np.asarray(mask_fn(np.random.default_rng([seed, epoch, idx, 1]), (crop_size, crop_size)),
                           dtype=np.float32)
-        return {"image": crop.astype(np.float32) / 127.5 - 1.0,
+        return {"image": image_io.from_uint8(crop),
                 "hole": hole[..., None] if hole.ndim == 2 else hole}
 
     # Training starts directly at the resumed position; eval (where images may

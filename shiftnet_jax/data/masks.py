@@ -76,7 +76,7 @@ def mixture_mask(rng: np.random.Generator, size, kinds: Mapping[str, float]) -> 
     return _mixture_fn(fns, weights)(rng, size)
 
 
-def _mixture_parts(kinds) -> tuple[list[MaskFn], np.ndarray]:
+def _mixture_parts(kinds, load_files: bool = True) -> tuple[list[MaskFn], np.ndarray]:
     """Kind specs and normalised weights from a {name: weight or {"weight": w, **options}} map."""
     if not isinstance(kinds, Mapping) or not kinds:
         raise ValueError(f"kinds must be a non-empty mapping name -> weight, got {kinds!r}")
@@ -87,10 +87,10 @@ def _mixture_parts(kinds) -> tuple[list[MaskFn], np.ndarray]:
         if isinstance(entry, Mapping):
             options = dict(entry)
             weight = options.pop("weight", 1.0)
-            fns.append(make_mask_fn({"kind": name, **options}))
+            fns.append(make_mask_fn({"kind": name, **options}, load_files=load_files))
         else:
             weight = entry
-            fns.append(make_mask_fn(name))
+            fns.append(make_mask_fn(name, load_files=load_files))
         try:
             weight = float(weight)
         except (TypeError, ValueError):
@@ -218,7 +218,13 @@ def parse_mask_spec(text: str):
     return spec
 
 
-def make_mask_fn(spec) -> MaskFn:
+def check_mask_spec(spec):
+    """Raise ValueError (one line) for a spec :func:`make_mask_fn` would refuse, without
+    reading a mask file (a ``files`` spec's folder is listed, not decoded)."""
+    make_mask_fn(spec, load_files=False)
+
+
+def make_mask_fn(spec, *, load_files: bool = True) -> MaskFn:
     """A mask function ``fn(rng, size) -> (H, W, 1) float32`` from a spec.
 
     The one builder behind ``--config.data.mask``, ``eval.py --masks`` and the
@@ -267,13 +273,16 @@ def make_mask_fn(spec) -> MaskFn:
         if extra:
             raise ValueError(f"unknown option(s) {extra} for mask kind 'mix'; valid: 'kinds' "
                              "or kind=weight pairs such as mix:center=1,strokes=2")
-        return _mixture_fn(*_mixture_parts(kinds or _DEFAULT_MIX))
+        return _mixture_fn(*_mixture_parts(kinds or _DEFAULT_MIX, load_files))
     if kind == "files":
         extra = sorted(set(options) - {"paths", "threshold", "min_ratio", "max_ratio"})
         if extra or "paths" not in options:
             raise ValueError("mask kind 'files' takes the options 'paths' (a folder or a list of files), "
                              "'threshold' (8-bit strength above which a pixel is a hole, default 0) "
                              "and 'min_ratio', 'max_ratio' (keep masks whose hole covers that share)")
+        if not load_files:   # check_mask_spec: the files exist; reading them is the run's job
+            _mask_paths(options["paths"])
+            return None
         return _files_fn(options["paths"], options.get("threshold", image_io.MASK_THRESHOLD),
                          float(options.get("min_ratio", 0.0)), float(options.get("max_ratio", 1.0)))
 

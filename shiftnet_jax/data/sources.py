@@ -43,6 +43,7 @@ import numpy as np
 
 from shiftnet_jax.data.image_io import IMAGE_EXTENSIONS, decode_image, list_images
 from shiftnet_jax.data.places_folder import PlacesFolderSource
+from shiftnet_jax.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ def _open_tfds(name, split, data_dir, image_key, skip_decoding):
         return tfds.data_source(name, split=split, data_dir=data_dir, download=False, decoders=decoders)
     except Exception as e:  # not prepared, wrong format, ...: one actionable line
         where = f" --data_dir={data_dir}" if data_dir else ""
-        first = (str(e).strip().splitlines() or [""])[0]
+        first = first_line(e)
         raise FileNotFoundError(
             f"TFDS dataset {name!r} split {split!r} is not prepared as ArrayRecord; prepare it once with "
             f"`tfds build {name} --file_format=array_record{where}` ({type(e).__name__}: {first})") from e

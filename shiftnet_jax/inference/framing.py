@@ -30,6 +30,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from shiftnet_jax.data.image_io import from_uint8
+
 STRATEGIES = ("crop", "resize", "original")
 DEFAULT_STRATEGY = "crop"
 MAX_WINDOWS = 16
@@ -168,7 +170,7 @@ def prepare(image: np.ndarray, mask: np.ndarray, strategy: str, size: int, multi
     else:
         small = _resize(image, hw)
         hole = cv2.resize(mask.astype(np.float32), (hw[1], hw[0]), interpolation=cv2.INTER_AREA) > 0
-    return small.astype(np.float32) / 127.5 - 1.0, hole.astype(np.float32)[..., None]
+    return from_uint8(small), hole.astype(np.float32)[..., None]
 
 
 def restore(output: np.ndarray, strategy: str, shape: tuple[int, int]) -> np.ndarray:

@@ -32,20 +32,28 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import jax
 import numpy as np
 
 from shiftnet_jax.data import image_io
-from shiftnet_jax.data.image_io import InputError, as_rgb_uint8
+from shiftnet_jax.data.image_io import InputError, as_rgb_uint8, to_uint8
+from shiftnet_jax.errors import first_line
 from shiftnet_jax.inference import framing
 from shiftnet_jax.inference.framing import working_size  # noqa: F401 - part of this module's face
-from shiftnet_jax.inference.predict import forward, pad_batch
-from shiftnet_jax.train.reporting import to_uint8
+from shiftnet_jax.inference.predict import DEFAULT_SIZE, forward, pad_batch
 
 MASK_RE = re.compile(r"^(?P<base>.+)_mask(?P<num>\d*)$")
-DEFAULT_SIZE = 256
+
+
+class Pair(NamedTuple):
+    """An image file, one of its mask files, and the output path (relative to OUT) they give."""
+
+    image: Path
+    mask: Path
+    output: Path
 
 
 # ------------------------------------------------------------ holes
@@ -224,7 +232,7 @@ def inpaint_batch(model, variables, images, masks, *, size: int | None = None, d
       strategy: ``crop``, ``resize`` or ``original`` (see ``framing``); margin: crop margin (px).
       log: called with one line per image saying how it was framed.
     """
-    size, multiple = size or DEFAULT_SIZE, 2 ** model.num_downs
+    size, multiple = size or DEFAULT_SIZE, model.size_multiple
     framing.check_strategy(strategy)
     targets = [_Target(*_checked(image, mask, dilate_px), strategy, size, multiple, margin, flow)
                for image, mask in zip(images, masks)]
@@ -270,8 +278,8 @@ def inpaint_file(model, variables, image_path, mask_path, out_path, *, size=None
     return written
 
 
-def find_pairs(input_dir) -> tuple[list[tuple[Path, Path, Path]], list[str]]:
-    """LaMa folder convention -> ([(image, mask, output path relative to OUT)], [errors])."""
+def find_pairs(input_dir) -> tuple[list[Pair], list[str]]:
+    """LaMa folder convention -> ([:class:`Pair`], [errors])."""
     root = Path(input_dir)
     if not root.is_dir():
         raise InputError(f"{input_dir}: no such directory")
@@ -294,7 +302,7 @@ def find_pairs(input_dir) -> tuple[list[tuple[Path, Path, Path]], list[str]]:
             errors.append(f"{mask}: {why} named {base.name}.* beside it")
             continue
         used.add(base)
-        pairs.append((found[0], mask, mask.relative_to(root).with_suffix(".png")))
+        pairs.append(Pair(found[0], mask, mask.relative_to(root).with_suffix(".png")))
     for base, found in images.items():
         if base not in used:
             errors.extend(f"{p}: no mask (expected {base.name}_mask.png beside it)" for p in found)
@@ -322,7 +330,7 @@ def inpaint_folder(model, variables, input_dir, output_dir, *, size=None, dilate
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     for e in errors:
         log(f"error: {e}")
-    size, multiple, out_root = size or DEFAULT_SIZE, 2 ** model.num_downs, Path(output_dir)
+    size, multiple, out_root = size or DEFAULT_SIZE, model.size_multiple, Path(output_dir)
     written, described, cache = [], {}, (None, None)
 
     def finish(target):
@@ -334,7 +342,7 @@ def inpaint_folder(model, variables, input_dir, output_dir, *, size=None, dilate
             written.append(out)
             described[str(out)] = target.describe()
         except OSError as e:
-            errors.append(f"{out_root}: cannot write ({image_io.first_line(e)})")
+            errors.append(f"{out_root}: cannot write ({first_line(e)})")
             log(f"error: {errors[-1]}")
         bar.update(1)
 
@@ -377,7 +385,7 @@ def shift_sources(model, variables, image, mask, *, size: int | None = None, dil
       and not ``hole`` was counted as known although partly painted).
     """
     image, mask = _checked(image, mask, dilate_px)
-    size, multiple = size or DEFAULT_SIZE, 2 ** model.num_downs
+    size, multiple = size or DEFAULT_SIZE, model.size_multiple
     target = _Target(image, mask, framing.check_strategy(strategy), size, multiple, margin, False)
     views = []
     for _, window, small, hole in target.jobs:

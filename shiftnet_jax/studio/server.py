@@ -24,7 +24,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from shiftnet_jax.data import image_io
+from shiftnet_jax.errors import first_line
 from shiftnet_jax.studio import engine as eng
 from shiftnet_jax.studio.engine import BadInput, Engine, TooLarge
 
@@ -110,7 +110,7 @@ def _guard(endpoint):
         except (BadInput, HTTPException):
             raise
         except Exception as e:  # noqa: BLE001 - the server must keep serving
-            what = f"{type(e).__name__}: {image_io.first_line(e)}"
+            what = f"{type(e).__name__}: {first_line(e)}"
             log.error("error: %s %s: %s", request.method, request.url.path, what)
             return _error(500, f"inpainting failed on the server ({what})")
 
@@ -145,7 +145,7 @@ def create_app(engine: Engine) -> Starlette:
         return _error(exc.status, str(exc))
 
     async def http_error(request, exc: HTTPException):
-        return _error(exc.status_code, str(exc.detail).splitlines()[0] if exc.detail else "error")
+        return _error(exc.status_code, first_line(str(exc.detail)) if exc.detail else "error")
 
     routes = [
         Route("/", index),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from shiftnet_jax.errors import UserError
+
 # Defaults, generous for any real state dict; each is a keyword argument of
 # torchfile.reader.read_torch_state_dict.
 MAX_PICKLE_BYTES = 16 << 20   # the object pickle (a 1000-tensor state dict needs ~100 KB)
@@ -16,7 +18,7 @@ MAX_STRING = 1 << 20          # characters of one str/bytes
 MAX_INT_BITS = 128            # the legacy format's magic number has 77
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """Any problem reading a checkpoint; str(e) is one line naming the file and the problem."""
 
 

@@ -19,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from shiftnet_jax.config import ConfigError
-from shiftnet_jax.train.step import train_step
+from shiftnet_jax.train.step import make_parts, train_step
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -47,10 +47,12 @@ def shard_batch(local_batch: dict, mesh: Mesh) -> dict:
             for k, v in local_batch.items()}
 
 
-def jit_train_step(config, mesh: Mesh):
-    """``train_step`` jitted over ``mesh`` with the state donated."""
+def jit_train_step(config, mesh: Mesh, parts=None):
+    """``train_step`` jitted over ``mesh`` with the state donated; ``parts``: the run's
+    :class:`~shiftnet_jax.train.step.Parts` (built here when not given)."""
     replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    return jax.jit(functools.partial(train_step, config=config),
+    parts = parts or make_parts(config)
+    return jax.jit(functools.partial(train_step, config=config, parts=parts),
                    in_shardings=(replicated, split), out_shardings=(replicated, replicated),
                    donate_argnums=0)
 
