@@ -38,6 +38,9 @@ def parse(argv=None):
                    help="a mask pixel is a hole when its 8-bit value is above this (default 0: nonzero)")
     p.add_argument("--flow", action="store_true", help="also write *_flow.png: where the shift copied from")
     p.add_argument("--batch-size", type=int, default=8, help="images per jitted call")
+    p.add_argument("--backend", choices=("jax", "onnx"), default="jax",
+                   help="run the generator with JAX (default) or ONNX Runtime (CPU; the export "
+                        "extra; faster at batch 1 on CPU, see BENCHMARKS.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     folder, single = (args.input, args.output), (args.image, args.mask, args.out)
@@ -46,6 +49,8 @@ def parse(argv=None):
     if (args.size is not None and args.size < 1 or args.dilate < 0 or args.batch_size < 1
             or args.crop_margin is not None and args.crop_margin < 0):
         p.error("--size and --batch-size must be >= 1, --dilate and --crop-margin >= 0")
+    if args.backend == "onnx" and args.flow:
+        p.error("--flow needs --backend jax (the shift's sources come from it)")
     return args
 
 
@@ -61,6 +66,15 @@ def main(argv=None) -> int:
     except checkpoint.NotACheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if args.backend == "onnx":
+        from shiftnet_jax.errors import UserError
+        from shiftnet_jax.inference.onnx_backend import OnnxGenerator
+
+        try:
+            model = OnnxGenerator(model, variables)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     size = args.size or predict.default_size(config)
     strategy = args.strategy or framing.DEFAULT_STRATEGY
     print(f"working size {size} (longer side{'' if args.size else ', the training crop size'}), "

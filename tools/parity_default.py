@@ -17,21 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# tools/parity.py (this script's folder is on sys.path when it runs)
+from parity import gradient_errors, nhwc, rel
+
 from shiftnet_jax.nets.generator import ShiftNetGenerator
 from shiftnet_jax.torchfile.state_dicts import from_torch_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_SETS = {"in-repo": ROOT / "tests" / "fixtures",
                 "shared": ROOT.parent / "shared" / "fixtures" / "reference"}
-
-
-def nhwc(x):
-    return np.ascontiguousarray(np.moveaxis(np.asarray(x), 1, -1))
-
-
-def rel(a, b) -> float:
-    b = np.asarray(b)
-    return float(np.linalg.norm(np.asarray(a) - b) / max(np.linalg.norm(b), 1e-30))
 
 
 def errors(directory: Path, name: str):
@@ -46,12 +40,7 @@ def errors(directory: Path, name: str):
     model = ShiftNetGenerator(**kwargs)
     output = jax.jit(model.apply)(variables, image, hole)
     grads = jax.jit(jax.grad(lambda v: jnp.sum(model.apply(v, image, hole) * weights)))(variables)
-    flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])
-    largest = max(np.linalg.norm(x) for x in jax.tree.leaves(expected))
-    worst = max((np.linalg.norm(np.asarray(g) - w) / max(np.linalg.norm(w), 1e-2 * largest),
-                 jax.tree_util.keystr(p))
-                for (p, w), g in zip(jax.tree.leaves_with_path(expected), jax.tree.leaves(grads)))
-    return rel(output, z["output"].transpose(0, 2, 3, 1)), rel(flat(grads), flat(expected)), *worst
+    return (rel(output, nhwc(z["output"])), *gradient_errors(grads, expected))
 
 
 def main():

@@ -168,6 +168,10 @@ def _run(model, variables, chunk, flow, batch_size) -> list[_Target]:
     hole = pad_batch(np.stack([j[3] for j in chunk]), n)
     if not hole.any() and not flow:  # nothing to fill anywhere: the result is the input
         out, extra = small, None
+    elif hasattr(type(model), "composite"):   # another backend (inference.onnx_backend)
+        if flow:
+            raise InputError("--flow needs the JAX backend (the shift's sources come from it)")
+        out, extra = model.composite(small, hole), None
     else:
         prediction = jax.device_get(forward(model, variables, small, hole, flow=flow))
         out, extra = prediction.composite, prediction.flow

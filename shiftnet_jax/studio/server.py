@@ -1,6 +1,8 @@
 """The studio's HTTP side: a Starlette app serving the page and the JSON/PNG API.
 
     GET  /             the page (static/index.html)
+    GET  /local        the local mode (static/local.html): the ONNX model runs in the
+                       browser (built by python -m shiftnet_jax.studio.build_local)
     GET  /api/health   models, working sizes, limits
     POST /api/inpaint  multipart image, mask [, model, dilate, strategy] -> image/png
     POST /api/flow     the same fields -> JSON: per window, the shift's source of every hole position
@@ -123,6 +125,9 @@ def create_app(engine: Engine) -> Starlette:
     async def index(request):
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
+    async def local(request):
+        return FileResponse(STATIC / "local.html", headers={"Cache-Control": "no-cache"})
+
     async def health(request):
         return JSONResponse(engine.health())
 
@@ -149,6 +154,7 @@ def create_app(engine: Engine) -> Starlette:
 
     routes = [
         Route("/", index),
+        Route("/local", local),
         Route("/api/health", health),
         Route("/api/inpaint", inpaint, methods=["POST"]),
         Route("/api/flow", flow, methods=["POST"]),
