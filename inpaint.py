@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     strategy = args.strategy or framing.DEFAULT_STRATEGY
     print(f"working size {size} (longer side{'' if args.size else ', the training crop size'}), "
           f"strategy {strategy}{'' if args.strategy else ' (default)'}, "
-          f"multiples of {model.size_multiple}")
+          f"multiples of {2 ** model.num_downs}")
     opts = dict(size=size, dilate_px=args.dilate, flow=args.flow, threshold=args.mask_threshold,
                 strategy=strategy, margin=args.crop_margin)
     try:

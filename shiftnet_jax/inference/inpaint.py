@@ -44,6 +44,7 @@ from shiftnet_jax.errors import first_line
 from shiftnet_jax.inference import framing
 from shiftnet_jax.inference.framing import working_size  # noqa: F401 - part of this module's face
 from shiftnet_jax.inference.predict import DEFAULT_SIZE, forward, pad_batch
+from shiftnet_jax.nets.generator import size_multiple
 
 MASK_RE = re.compile(r"^(?P<base>.+)_mask(?P<num>\d*)$")
 
@@ -236,7 +237,7 @@ def inpaint_batch(model, variables, images, masks, *, size: int | None = None, d
       strategy: ``crop``, ``resize`` or ``original`` (see ``framing``); margin: crop margin (px).
       log: called with one line per image saying how it was framed.
     """
-    size, multiple = size or DEFAULT_SIZE, model.size_multiple
+    size, multiple = size or DEFAULT_SIZE, size_multiple(model.num_downs)
     framing.check_strategy(strategy)
     targets = [_Target(*_checked(image, mask, dilate_px), strategy, size, multiple, margin, flow)
                for image, mask in zip(images, masks)]
@@ -334,7 +335,7 @@ def inpaint_folder(model, variables, input_dir, output_dir, *, size=None, dilate
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     for e in errors:
         log(f"error: {e}")
-    size, multiple, out_root = size or DEFAULT_SIZE, model.size_multiple, Path(output_dir)
+    size, multiple, out_root = size or DEFAULT_SIZE, size_multiple(model.num_downs), Path(output_dir)
     written, described, cache = [], {}, (None, None)
 
     def finish(target):
@@ -389,7 +390,7 @@ def shift_sources(model, variables, image, mask, *, size: int | None = None, dil
       and not ``hole`` was counted as known although partly painted).
     """
     image, mask = _checked(image, mask, dilate_px)
-    size, multiple = size or DEFAULT_SIZE, model.size_multiple
+    size, multiple = size or DEFAULT_SIZE, size_multiple(model.num_downs)
     target = _Target(image, mask, framing.check_strategy(strategy), size, multiple, margin, False)
     views = []
     for _, window, small, hole in target.jobs:
