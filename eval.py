@@ -45,12 +45,17 @@ def parse(argv=None):
                         "xphoto_fsr_fast, xphoto_fsr_best, xphoto_shiftmap (need opencv-contrib-python-headless), "
                         "or none")
     p.add_argument("--samples", type=int, default=4, help="side-by-side PNGs to write")
+    p.add_argument("--max-megapixels", type=float, default=100,
+                   help="largest image or mask decoded, in megapixels (default 100; a larger file "
+                        "is refused with one line before it is decoded)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if not args.ckpt and not args.official_samples:
         p.error("--ckpt is required (except with --official-samples)")
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1) or args.samples < 0:
         p.error("--batch-size and --limit must be >= 1, --samples >= 0")
+    if not args.max_megapixels > 0:
+        p.error("--max-megapixels must be > 0")
     return args
 
 
@@ -66,6 +71,7 @@ def main(argv=None) -> int:
                                    batch_size=args.batch_size, limit=args.limit, seed=args.seed,
                                    samples=args.samples, size=args.size, step=args.step,
                                    mask_threshold=args.mask_threshold, baselines=args.baselines,
+                                   max_pixels=int(args.max_megapixels * 1e6),
                                    progress=not args.no_progress)
     except (ValueError, OSError) as e:  # NotACheckpointError, missing folders, bad masks: one line
         print(f"error: {e}", file=sys.stderr)
@@ -89,6 +95,7 @@ def official(args) -> int:
         report = official_samples.score(generator, args.official_samples, out,
                                         strategies=tuple(s for s in args.strategies.split(",") if s),
                                         size=args.size, baselines=baselines.parse(args.baselines),
+                                        max_pixels=int(args.max_megapixels * 1e6),
                                         progress=not args.no_progress)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

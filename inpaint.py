@@ -38,6 +38,9 @@ def parse(argv=None):
                    help="a mask pixel is a hole when its 8-bit value is above this (default 0: nonzero)")
     p.add_argument("--flow", action="store_true", help="also write *_flow.png: where the shift copied from")
     p.add_argument("--batch-size", type=int, default=8, help="images per jitted call")
+    p.add_argument("--max-megapixels", type=float, default=100,
+                   help="largest image or mask decoded, in megapixels (default 100; a larger file "
+                        "is refused with one line before it is decoded)")
     p.add_argument("--backend", choices=("jax", "onnx"), default="jax",
                    help="run the generator with JAX (default) or ONNX Runtime (CPU; the export "
                         "extra; faster at batch 1 on CPU, see BENCHMARKS.md)")
@@ -49,6 +52,8 @@ def parse(argv=None):
     if (args.size is not None and args.size < 1 or args.dilate < 0 or args.batch_size < 1
             or args.crop_margin is not None and args.crop_margin < 0):
         p.error("--size and --batch-size must be >= 1, --dilate and --crop-margin >= 0")
+    if not args.max_megapixels > 0:
+        p.error("--max-megapixels must be > 0")
     if args.backend == "onnx" and args.flow:
         p.error("--flow needs --backend jax (the shift's sources come from it)")
     return args
@@ -58,6 +63,7 @@ def main(argv=None) -> int:
     args = parse(argv)
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's restore chatter
     from shiftnet_jax import checkpoint
+    from shiftnet_jax.errors import escaped
     from shiftnet_jax.inference import framing, inpaint, predict
 
     try:
@@ -81,12 +87,12 @@ def main(argv=None) -> int:
           f"strategy {strategy}{'' if args.strategy else ' (default)'}, "
           f"multiples of {2 ** model.num_downs}")
     opts = dict(size=size, dilate_px=args.dilate, flow=args.flow, threshold=args.mask_threshold,
-                strategy=strategy, margin=args.crop_margin)
+                max_pixels=int(args.max_megapixels * 1e6), strategy=strategy, margin=args.crop_margin)
     try:
         if args.image:
             written = inpaint.inpaint_file(model, variables, args.image, args.mask, args.out,
                                            log=print, **opts)
-            print(f"wrote {', '.join(map(str, written))}")
+            print(f"wrote {', '.join(map(escaped, written))}")
             return 0
         result = inpaint.inpaint_folder(model, variables, args.input, args.output,
                                         batch_size=args.batch_size, progress=not args.no_progress, **opts)
@@ -95,7 +101,7 @@ def main(argv=None) -> int:
         return 1
     failed = len(result["errors"])
     windows = sum(line.count(" -> ") for line in result["framing"].values())
-    print(f"inpainted {len(result['written'])} image(s) into {args.output} ({windows} window(s))"
+    print(f"inpainted {len(result['written'])} image(s) into {escaped(args.output)} ({windows} window(s))"
           + (f"; {failed} failed (see errors above)" if failed else ""))
     return 1 if failed else 0
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
+import math
 import os
 from pathlib import Path
 
 import ml_collections
 
-from shiftnet_jax.data import masks, sources
+from shiftnet_jax.data import loader, masks, sources
 from shiftnet_jax.errors import UserError, first_line
 from shiftnet_jax.nets import feature_hole, shift_level
 from shiftnet_jax.nets.conv import IMPLS
@@ -61,6 +62,8 @@ def default_config() -> ml_collections.ConfigDict:
         # "kind" or "kind:option=value,...", e.g. "center", "rect:min_size=32,max_size=128",
         # "island", "strokes", "mix"; see shiftnet_jax.data.masks.make_mask_fn.
         mask="center:hole=128", num_workers=0, prefetch=2,
+        # worker processes ("auto": for training with >= 2 workers) or threads; num_workers 0 = the cores
+        backend="auto",
         scale_range=()))   # (lo, hi): training resizes to load_size * U(lo, hi); () = no scaling
 
     c.loss = ml_collections.ConfigDict(dict(
@@ -239,8 +242,24 @@ def mask_spec(config):
     return spec.to_dict() if hasattr(spec, "to_dict") else spec
 
 
-def validate(config):
-    """Check every value the training run will use; raise :class:`ConfigError` on the first bad one."""
+# Upper bounds of the sizes (far above any real run: the paper's ngf 64, num_downs 8, crop 256);
+# a config, or a stranger's checkpoint folder, asking for more is refused before anything is built.
+MAX_SIZES = {"model.ngf": 1024, "model.num_downs": 10, "model.output_channels": 16,
+             "discriminator.ndf": 1024, "discriminator.n_layers": 12, "data.crop_size": 2048,
+             "data.load_size": 16384}
+
+
+def _at_most(config, key, maximum):
+    value = _get(config, key)
+    if value > maximum:
+        raise ConfigError(f"config field {key!r} must be <= {maximum}; got {value!r}")
+
+
+def validate(config, check_paths: bool = True):
+    """Check every value the training run will use; raise :class:`ConfigError` on the first bad one.
+
+    ``check_paths=False`` leaves out what names files (data.dir, loss.vgg16, mask folders): a
+    checkpoint's config describes the machine it was trained on."""
     _choice(config, "model.norm", NORMS)
     _choice(config, "model.feature_hole", feature_hole.RULES)
     _choice(config, "model.conv_impl", IMPLS)
@@ -255,6 +274,7 @@ def validate(config):
     _choice(config, "loss.guidance_kind", losses.GUIDANCE_KINDS)
     _choice(config, "compute_dtype", _DTYPES)
     _choice(config, "data.source", sources.SOURCES)
+    _choice(config, "data.backend", loader.BACKENDS)
     _choice(config, "optim.schedule", ("constant", "cosine"))
     scale = tuple(config.data.scale_range)
     if scale and not (len(scale) == 2 and 0 < scale[0] <= scale[1]):
@@ -269,7 +289,9 @@ def validate(config):
                 "loss.adversarial", "loss.gp_lambda", "loss.hole_l1", "loss.tv", "loss.style",
                 "loss.content"):
         _at_least(config, key, 0)
-    if (config.loss.style or config.loss.content) and not os.path.isfile(
+    for key, maximum in MAX_SIZES.items():
+        _at_most(config, key, maximum)
+    if check_paths and (config.loss.style or config.loss.content) and not os.path.isfile(
             os.path.expanduser(config.loss.vgg16)):
         raise ConfigError("config fields 'loss.style' / 'loss.content' need 'loss.vgg16': the path "
                           f"of a torchvision vgg16 state dict (got {config.loss.vgg16!r})")
@@ -290,6 +312,8 @@ def validate(config):
     if config.data.crop_size % size_multiple(downs):
         raise ConfigError(f"config field 'data.crop_size' must be a multiple of 2**model.num_downs = "
                           f"{size_multiple(downs)}; got {config.data.crop_size}")
+    if not check_paths:
+        return config
     if config.data.source in ("folder", "paris") and not config.data.dir:
         raise ConfigError(f"data.source {config.data.source!r} needs a folder: --config.data.dir=PATH")
     if config.data.source == "regions":
@@ -303,3 +327,87 @@ def validate(config):
     except ValueError as e:
         raise ConfigError(f"config field 'data.mask': {first_line(e)}") from None
     return config
+
+
+# ---------------------------------------------------- a checkpoint's config.json
+MAX_SAVED_DEPTH = 4       # groups in groups: {"model": {...}} is 2, a list in a group 3
+MAX_SAVED_TEXT = 4096     # characters of one text value
+EXTRA_MODEL_FIELDS = ("shift_tile",)   # generator arguments that are not training fields
+
+
+def _saved_value(key: str, value, default):
+    """``value`` (from JSON) checked against the type of ``default``; returns it as that type."""
+    def bad(kind):
+        return ConfigError(f"config field {key!r} takes {kind}, got {_short(value)}")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad("a finite number")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str) or len(value) > MAX_SAVED_TEXT:
+            raise bad(f"text (at most {MAX_SAVED_TEXT} characters)")
+        return value
+    if isinstance(default, (tuple, list)):
+        if not isinstance(value, (list, tuple)) or len(value) > 64 or not all(
+                isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+            raise bad("a list of at most 64 numbers or texts")
+        return tuple(value)
+    raise bad(type(default).__name__)
+
+
+def _short(value) -> str:
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_saved(raw, where: str = "config.json") -> ml_collections.ConfigDict:
+    """A checkpoint's config (parsed JSON, from a stranger) checked by the rules of ``--config``:
+    a dict; the groups and fields of :func:`default_config` only (with ``model.shift_tile``),
+    each of its default's type; then :func:`validate` without the paths. Top-level fields
+    that are not training fields (``step``, ``source``, ``trained_steps``...) must be plain
+    values. Returns the merged config; raises :class:`ConfigError` naming ``where``."""
+    try:
+        return _check_saved(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _check_saved(raw) -> ml_collections.ConfigDict:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"must be a JSON object, got {type(raw).__name__}")
+    config = default_config()
+    paths = field_paths(config)
+    for group, value in raw.items():
+        if not isinstance(group, str) or group not in config:
+            if isinstance(value, (dict, list)):
+                raise ConfigError(f"unknown config group {_short(group)}{_suggest(str(group), paths)}")
+            if isinstance(value, str) and len(value) > MAX_SAVED_TEXT:
+                raise ConfigError(f"field {_short(group)} is longer than {MAX_SAVED_TEXT} characters")
+            continue  # metadata beside the config (step, source, trained_steps...)
+        default = config[group]
+        if not isinstance(default, ml_collections.ConfigDict):
+            config[group] = _saved_value(group, value, default)
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"config group {group!r} must be a JSON object, got {_short(value)}")
+        for key, item in value.items():
+            dotted = f"{group}.{key}"
+            if group == "model" and key in EXTRA_MODEL_FIELDS:
+                if item is not None and (isinstance(item, bool) or not isinstance(item, int) or item < 1):
+                    raise ConfigError(f"config field {dotted!r} takes an integer >= 1 or null, "
+                                      f"got {_short(item)}")
+                continue
+            if key not in default:
+                raise ConfigError(f"unknown config field {_short(dotted)}{_suggest(dotted, paths)}")
+            if isinstance(default[key], ml_collections.ConfigDict):
+                raise ConfigError(f"config field {dotted!r} is not a group")
+            default[key] = _saved_value(dotted, item, default[key])
+    return validate(config, check_paths=False)

@@ -83,3 +83,20 @@ def assert_gradients_match(grads, expected, tol: float = 1e-3):
     whole, worst, where = gradient_errors(grads, expected)
     assert whole < tol, whole
     assert worst < tol, (where, worst)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 256 KB tmpfs mounted for the test (where root may mount), to fill the disk for real."""
+    import subprocess
+
+    mount = tmp_path / "small_fs"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()[:80] or 'not root'})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

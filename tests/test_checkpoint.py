@@ -1,5 +1,6 @@
-"""Checkpoints: those written before the package moved (commit c1ba24e) still load and
-resume; compact float16 ones load from one file or from shards of at most N bytes.
+"""Checkpoint folders: ones written before the package moved (commit c1ba24e) still load and
+resume; compact float16 ones load from one file or from shards of at most N bytes; ones
+from strangers (tests/hostile_folders.py) are one line, in bounded time and memory.
 
 ``tests/data/workdir_c1ba24e/`` is a training workdir that the code of commit
 c1ba24e (the last one before the regrouping by role) wrote: a ``res`` generator,
@@ -13,6 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
+import hostile_folders as hostile
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +23,7 @@ from conftest import key as rbg_key
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shiftnet_jax import checkpoint
+from shiftnet_jax import checkpoint, config
 from shiftnet_jax.config import default_config
 from shiftnet_jax.inference.predict import forward
 from shiftnet_jax.nets.generator import ShiftNetGenerator
@@ -142,7 +144,9 @@ def test_any_arrays_round_trip_through_shards(tmp_path_factory, shapes, limit):
     out = tmp_path_factory.mktemp("shards")
     paths = checkpoint.export_compact(out, {}, tree, max_file_bytes=limit)
     assert all(p.stat().st_size <= limit for p in paths)
-    _, loaded, _ = checkpoint.load_generator(out)
+    expected = {f"{name}/kernel": jax.ShapeDtypeStruct(leaf["kernel"].shape, np.float32)
+                for name, leaf in tree.items()}
+    loaded = checkpoint._load_compact(checkpoint.compact_files(out), expected)
     for name, leaf in tree.items():
         np.testing.assert_array_equal(loaded[name]["kernel"],
                                       leaf["kernel"].astype(np.float16).astype(np.float32))
@@ -151,3 +155,79 @@ def test_any_arrays_round_trip_through_shards(tmp_path_factory, shapes, limit):
 def test_a_limit_too_small_for_any_shard_is_refused(tmp_path, generator):
     with pytest.raises(ValueError, match="too small"):
         checkpoint.export_compact(tmp_path / "m", KWARGS, generator[1], max_file_bytes=1000)
+
+
+# ---------------------------------------------------------------- hostile folders (tests/hostile_folders.py)
+MAX_SECONDS, MAX_MIB = 2.0, 1024
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("hostile_folders")
+    hostile.base_folders(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def results(workdir):
+    """Every case loaded in a child process (4 GiB address space, ended at 1 GiB resident;
+    its peak is reset before each folder), JAX started once for all of them."""
+    return dict(zip(hostile.CASES, hostile.run_isolated(*(hostile.build(c, workdir) for c in hostile.CASES))))
+
+
+@pytest.mark.parametrize("case", list(hostile.CASES))
+def test_hostile_folder_is_refused_in_one_line_or_loads(results, case):
+    _, outcome, fragment = hostile.CASES[case]
+    result = results[case]
+    assert result["outcome"] == outcome, result
+    assert "\n" not in result["message"] and "Traceback" not in result["message"]
+    if fragment is not None:
+        assert fragment in result["message"], result
+    assert result["seconds"] < MAX_SECONDS and result["peak_mib"] < MAX_MIB, result
+
+
+def test_checked_loaders_give_the_saved_values(workdir):
+    compact, orbax = hostile.base_folders(workdir)
+    _, from_npz, _ = checkpoint.load_generator(compact)
+    model, from_orbax, cfg = checkpoint.load_generator(orbax)
+    assert cfg["step"] == 0 and model.ngf == 4
+    with np.load(compact / checkpoint.COMPACT) as z:
+        for path, leaf in checkpoint._leaves_with_path(from_npz):
+            name = checkpoint._flat_name(path)
+            np.testing.assert_array_equal(np.asarray(leaf), z[name].astype(np.float32))
+            assert np.asarray(leaf).dtype == np.float32
+    # Orbax keeps float32; the compact file rounded to float16: equal after that rounding.
+    for (p1, a), (p2, b) in zip(checkpoint._leaves_with_path(from_orbax), checkpoint._leaves_with_path(from_npz)):
+        assert p1 == p2
+        np.testing.assert_array_equal(np.asarray(a).astype(np.float16).astype(np.float32), np.asarray(b))
+
+
+def test_bundled_model_passes_the_checks():
+    model, _, cfg = checkpoint.load_generator(checkpoint.BUNDLED_MODEL)
+    assert cfg["step"] is None and model.ngf == json.loads(
+        (checkpoint.BUNDLED_MODEL / "config.json").read_text())["model"]["ngf"]
+
+
+def test_saved_config_uses_the_rules_of_the_command_line():
+    with pytest.raises(config.ConfigError, match="unknown config group 'modle'"):
+        config.check_saved({"modle": {"ngf": 3}})
+    with pytest.raises(config.ConfigError, match="'model.shift_tile' takes an integer >= 1 or null"):
+        config.check_saved({"model": {"shift_tile": "x"}})
+    with pytest.raises(config.ConfigError, match="'optim.lr' takes a finite number"):
+        config.check_saved({"optim": {"lr": float("nan")}})
+    assert config.check_saved({"step": 3, "source": "x.pth", "model": {"ngf": 8}}).model.ngf == 8
+
+
+def test_config_on_a_full_disk_is_one_line_and_keeps_the_old_one(small_fs):
+    checkpoint.write_config(small_fs, {"name": "old"})
+    with open(small_fs / "filler", "wb", buffering=0) as f:  # fill the rest of the disk
+        try:
+            while True:
+                f.write(b"x" * 4096)
+        except OSError:
+            pass
+    with pytest.raises(ValueError) as e:
+        checkpoint.write_config(small_fs, {"name": "new", "pad": "y" * 100_000})
+    assert "config.json" in str(e.value) and "No space left on device" in str(e.value)
+    assert json.loads((small_fs / "config.json").read_text()) == {"name": "old"}
+    assert sorted(p.name for p in small_fs.iterdir()) == ["config.json", "filler"]

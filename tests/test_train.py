@@ -215,3 +215,22 @@ def test_cli_errors_are_one_line(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
+
+
+def test_a_complete_run_says_so_in_one_line(tmp_path, capsys):
+    from shiftnet_jax.train.loop import run_from_command_line
+
+    overrides = [("model.ngf", "4"), ("model.num_downs", "5"), ("discriminator.ndf", "4"),
+                 ("data.load_size", "40"), ("data.crop_size", "32"), ("data.num_workers", "2"),
+                 ("batch_size", "2"), ("num_steps", "2"), ("log_every", "1"), ("sample_every", "0"),
+                 ("checkpoint_every", "2"), ("eval_batches", "0")]
+    assert run_from_command_line("configs/sample.py", overrides, str(tmp_path)) == 0
+    assert "done: step 2" in capsys.readouterr().out
+    before = (tmp_path / "metrics.jsonl").read_text()
+    # The same command again: resumed at its last step, it trains nothing and says so.
+    assert run_from_command_line("configs/sample.py", overrides, str(tmp_path)) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"already complete: {tmp_path} is at step 2 of 2; nothing trained (a larger "
+        "--config.num_steps trains on, another --workdir starts afresh)"]
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from shiftnet_jax.data.image_io import decode_image, is_image_file, list_images
+from shiftnet_jax.data.image_io import MAX_PIXELS, is_image_file, list_images, open_rgb, read_image
 
 SPLITS = {"train": ("train",), "test": ("val", "validation"), "val": ("val",), "validation": ("val",)}
 CATEGORIES = "categories_places365.txt"
@@ -42,7 +42,10 @@ def matches(folder: str, classes) -> bool:
 class PlacesFolderSource:
     """The images of some scenes of one split of an extracted Places365-Standard."""
 
-    def __init__(self, root, split: str = "train", classes=None):
+    def __init__(self, root, split: str = "train", classes=None, max_pixels: int = MAX_PIXELS):
+        """An image over ``max_pixels`` is an :class:`~shiftnet_jax.data.image_io.ImageTooLarge`
+        error (the loader skips it with a warning, as it does unreadable files)."""
+        self.max_pixels = max_pixels
         root = Path(root).expanduser()
         if (root / "places365_standard").is_dir():
             root = root / "places365_standard"
@@ -92,7 +95,10 @@ class PlacesFolderSource:
         return len(self.paths)
 
     def __getitem__(self, i):
-        return decode_image(self.paths[i])
+        return read_image(self.paths[i], self.max_pixels)
+
+    def open_image(self, i, min_side=None):
+        return open_rgb(self.paths[i], min_side, self.max_pixels)
 
     def describe(self, i):
         return self.paths[i]

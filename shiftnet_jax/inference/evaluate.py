@@ -119,10 +119,10 @@ def baselines(image: np.ndarray, hole: np.ndarray, pool=None, names=BASELINES) -
     return baselib.fill_batch(names, image, hole, pool)
 
 
-def _mask_fn(spec, threshold):
+def _mask_fn(spec, threshold, max_pixels: int = image_io.CLI_MAX_PIXELS):
     """``make_mask_fn`` of a spec, or of a mask folder read with ``threshold``."""
     if isinstance(spec, str) and spec.partition(":")[0] not in masklib.KINDS and os.path.isdir(spec):
-        spec = {"kind": "files", "paths": spec, "threshold": threshold}
+        spec = {"kind": "files", "paths": spec, "threshold": threshold, "max_pixels": max_pixels}
     return masklib.make_mask_fn(spec)
 
 
@@ -168,7 +168,8 @@ def _mean(values: np.ndarray):
 def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: int = 16,
              limit: int | None = None, seed: int = 0, samples: int = 4, size: int | None = None,
              step: int | None = None, progress: bool = True, generator=None,
-             mask_threshold: float = image_io.MASK_THRESHOLD, baselines=None) -> dict:
+             mask_threshold: float = image_io.MASK_THRESHOLD, baselines=None,
+             max_pixels: int = image_io.CLI_MAX_PIXELS) -> dict:
     """Score a checkpoint and the baselines; write the reports; return the report dict.
 
     Args:
@@ -179,6 +180,7 @@ def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: i
         with ``seed`` (same seed, same holes).
       mask_threshold: for a mask folder, the 8-bit strength above which a pixel is a
         hole (default 0: nonzero = hole).
+      max_pixels: images and masks over this many pixels are skipped with a warning.
       out_dir: where reports and samples go (default ``ckpt_dir/eval``).
       batch_size: images per jitted call; limit: only the first ``limit`` images.
       size: image side (default the config's ``crop_size``; a multiple of 2**num_downs).
@@ -199,12 +201,13 @@ def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: i
     crop = size or default_size(config)
     check_image_size(crop, crop, model.num_downs)
     load = max(crop, round((dcfg.get("load_size") or crop) * crop / (dcfg.get("crop_size") or crop)))
-    source = sources.FolderSource(data) if data else sources.make_source(dcfg, train=False)
+    source = (sources.FolderSource(data, max_pixels=max_pixels) if data
+              else sources.make_source(dcfg, train=False, max_pixels=max_pixels))
     described = str(data) if data else f"{dcfg.get('source', 'sample')} {dcfg.get('eval_split', 'test')}"
     source = _Head(source, limit) if limit else source
     batch_size = max(1, min(batch_size, len(source)))  # no padding work for small sets
     loader = datalib.make_loader(source, batch_size=batch_size, crop_size=crop, load_size=load,
-                                 train=False, mask_fn=_mask_fn(masks, mask_threshold), seed=seed)
+                                 train=False, mask_fn=_mask_fn(masks, mask_threshold, max_pixels), seed=seed)
     out_dir = Path(out_dir) if out_dir else Path(ckpt_dir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -89,7 +89,8 @@ def method_label(method: str) -> str:
 
 
 def score(generator, root, out_dir, *, strategies=("crop", "resize"), size: int | None = None,
-          baselines=baselib.DEFAULT, progress: bool = True) -> dict:
+          baselines=baselib.DEFAULT, progress: bool = True,
+          max_pixels: int = image_io.CLI_MAX_PIXELS) -> dict:
     """Score ``generator`` = ``(model, variables, config)`` on the official samples in
     ``root``; write the reports and side-by-sides into ``out_dir``; return the report.
 
@@ -97,6 +98,7 @@ def score(generator, root, out_dir, *, strategies=("crop", "resize"), size: int 
       strategies: framing strategies to run ours under (``framing.STRATEGIES``).
       size: working size (default: the checkpoint's training crop size).
       baselines: names from ``inference.baselines``.
+      max_pixels: an image over this many pixels is a one-line error, before it is decoded.
     """
     from tqdm import tqdm
 
@@ -115,8 +117,9 @@ def score(generator, root, out_dir, *, strategies=("crop", "resize"), size: int 
     for group, triples in groups.items():
         per_image[group] = []
         for t in triples:
-            given, truth = image_io.read_image(t["input"]), image_io.read_image(t["truth"])
-            released = image_io.read_image(t["released"])
+            given = image_io.read_image(t["input"], max_pixels)
+            truth = image_io.read_image(t["truth"], max_pixels)
+            released = image_io.read_image(t["released"], max_pixels)
             if not given.shape == truth.shape == released.shape:
                 raise UserError(f"{t['input']}: input, output and truth differ in size")
             hole = hole_of(given, truth)

@@ -80,7 +80,7 @@ def _mean_scalars(pending):
 def predict_batch(model, variables, batch, mesh):
     """The sharded forward on this process's batch -> (image, hole, Prediction), gathered from
     every process (a collective: every process must call it)."""
-    sharded = parallel.shard_batch({k: batch[k] for k in ("image", "hole")}, mesh)
+    sharded = parallel.shard_batch(data.to_float({k: batch[k] for k in ("image", "hole")}), mesh)
     prediction = predict.forward(model, variables, sharded["image"], sharded["hole"])
     return (parallel.gather(sharded["image"]), parallel.gather(sharded["hole"]),
             predict.Prediction(parallel.gather(prediction.composite), parallel.gather(prediction.output), None))
@@ -150,8 +150,12 @@ def train_and_evaluate(config, workdir) -> dict:
     start = int(jax.device_get(state.step))
 
     loader = data.from_config(config.data, train=True, batch_size=local_batch, source=source,
-                              seed=config.seed, start_step=start, mask_fn=mask_fn)
+                              seed=config.seed, start_step=start, mask_fn=mask_fn, dtype="uint8")
     steps = total_steps(config, loader.steps_per_epoch)
+    if start >= steps:  # resumed at its last step: nothing to train (the caller says so)
+        loader.close()
+        mngr.close()
+        return {"step": start, "already_complete": steps}
     step_fn = parallel.jit_train_step(config, mesh, parts)
     generator = parts.generator
     # Opened on first use, then reused by every evaluation.
@@ -214,6 +218,7 @@ def train_and_evaluate(config, workdir) -> dict:
             writer.write(step, {k: v for k, v in summary.items() if k.startswith("eval/")})
         return summary
     finally:
+        loader.close()
         bar.close()
         writer.close()
         mngr.wait_until_finished()
@@ -236,7 +241,12 @@ def run_from_command_line(config_path, overrides, workdir=None) -> int:
     except (configlib.ConfigError, ValueError, FileNotFoundError, TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if jax.process_index() != 0:  # process 0 speaks for the run
+        return 0
+    if "already_complete" in summary:
+        print(f"already complete: {workdir} is at step {summary['step']} of {summary['already_complete']}; "
+              "nothing trained (a larger --config.num_steps trains on, another --workdir starts afresh)")
+        return 0
     shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if k != "step")
-    if jax.process_index() == 0:
-        print(f"done: step {summary['step']} in {workdir}: {shown}")
+    print(f"done: step {summary['step']} in {workdir}: {shown}")
     return 0

@@ -1,7 +1,8 @@
 """One training step of Shift-Net: the models, the optimiser, the state, D and G updates.
 
 The step is a pure function of (state, batch); :mod:`shiftnet_jax.train.parallel`
-jits it over the device mesh.
+jits it over the device mesh. The batch may be uint8 (pixels 0..255, hole 0/1, as
+the loader ships it) or float (image in [-1, 1]).
 
 One step (as the reference orders it, but with one generator forward):
   1. the guidance target: the encoder levels up to the shift layer on the
@@ -27,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from shiftnet_jax.data.loader import to_float
 from shiftnet_jax.inference import metrics
 from shiftnet_jax.nets import vgg
 from shiftnet_jax.nets.discriminators import DenseNetDiscriminator, Discriminator
@@ -234,6 +236,7 @@ def train_step(state: TrainState, batch, *, config, parts: Parts | None = None):
     ``parts``: the run's :class:`Parts` (built from ``config`` when not given).
     """
     parts = parts or make_parts(config)
+    batch = to_float(batch)  # the loader ships uint8: converted here, on the device
     image, hole = batch["image"], batch["hole"]
     fwd = generator_forward(parts.generator, state.generator, image, hole)
     fake = metrics.composite(fwd.output, image, hole)
