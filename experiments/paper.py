@@ -21,7 +21,6 @@ held-out tiles. Defaults fit a 2-core CPU (minutes per figure, not the paper's
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
