@@ -19,7 +19,10 @@ What differs from an official run, and why:
   are those the official code drew (torch seed ``--seed``).
 * VGG16 (the style and content losses) has torchvision's layer layout with 8/16/16
   channels and seeded random weights: the ImageNet weights are a download.
-* The images are seeded uint8 noise at 64x64, upsampled 4x (nearest): small to store.
+* The images are 4 seeded uint8 noise images, cycled (step t's batch is images
+  ``(N t + i) % 4``), small to store. (Noise upsampled from 64x64 was tried first: its
+  piecewise-constant blocks make XLA's jitted gradient differ from the op-by-op one
+  by 1e-3 while the forward agrees to 2e-7; we have not found why.)
 
 Each setting runs twice, with 1 and with 2 torch threads: the second run only
 measures how far the official code drifts from itself (the "spread"), recorded per
@@ -63,6 +66,13 @@ SETTINGS = {
 SNAPSHOTS = (1, 2, 5, 10)
 SUBSET = 16          # after step 1, G is stored at every 16th element of each tensor
 VGG_WIDTHS = [8, 8, "M", 16, 16, "M", 16, 16, 16, "M"]
+IMAGES = 4           # distinct images, cycled: step t's batch is images (N t + i) % 4
+
+
+def batches(images_u8, steps, batch):
+    """(steps, batch, 3, H, W): step t takes images (batch * t + i) % len(images_u8)."""
+    index = (np.arange(steps)[:, None] * batch + np.arange(batch)[None]) % len(images_u8)
+    return images_u8[index]
 
 
 def bf16_round(x: np.ndarray) -> np.ndarray:
@@ -215,11 +225,11 @@ def main():
     commit = commit or args.commit
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(args.seed)
-    images_u8 = rng.integers(0, 256, (args.steps, args.batch, 3, 64, 64), dtype=np.uint8)
-    images = (np.repeat(np.repeat(images_u8, 4, axis=3), 4, axis=4) / 127.5 - 1).astype(np.float32)
+    images_u8 = rng.integers(0, 256, (IMAGES, 3, 256, 256), dtype=np.uint8)
+    images = (batches(images_u8, args.steps, args.batch) / 127.5 - 1).astype(np.float32)
     vgg = narrow_vgg16(rng)
     shared_g, shared_d = {}, {}
-    common = {"images_u8": images_u8, "meta_upsample": np.int64(4),
+    common = {"images_u8": images_u8,
               "meta_commit": np.str_(commit or "unknown"), "meta_torch": np.str_(torch.__version__),
               "meta_ngf": np.int64(args.ngf), "meta_ndf": np.int64(args.ndf),
               "meta_snapshots": np.asarray(SNAPSHOTS), "meta_subset": np.int64(SUBSET)}

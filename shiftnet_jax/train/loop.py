@@ -26,7 +26,7 @@ from shiftnet_jax import config as configlib
 from shiftnet_jax.data import loader as data
 from shiftnet_jax.data import sources
 from shiftnet_jax.inference import metrics, predict
-from shiftnet_jax.train import parallel, reporting
+from shiftnet_jax.train import official_config, parallel, reporting
 from shiftnet_jax.train import step as training
 
 
@@ -132,7 +132,9 @@ def train_and_evaluate(config, workdir) -> dict:
         checkpoint.write_config(workdir, config.to_dict())
 
     mngr = checkpoint.manager(workdir, max_to_keep=config.keep_checkpoints)
-    state = parallel.replicate(training.create_state(config, config.data.crop_size), mesh)
+    create_state = (official_config.create_state if config.get("compat") == "official"
+                    else training.create_state)
+    state = parallel.replicate(create_state(config, config.data.crop_size), mesh)
     restored_step, restored = checkpoint.restore(mngr, target=state)
     if restored is not None:
         state = restored

@@ -19,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from shiftnet_jax.config import ConfigError
+from shiftnet_jax.train import official_config
 from shiftnet_jax.train.step import train_step
 
 
@@ -50,7 +51,8 @@ def shard_batch(local_batch: dict, mesh: Mesh) -> dict:
 def jit_train_step(config, mesh: Mesh):
     """``train_step`` jitted over ``mesh`` with the state donated."""
     replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    return jax.jit(functools.partial(train_step, config=config),
+    step = official_config.train_step if config.get("compat") == "official" else train_step
+    return jax.jit(functools.partial(step, config=config),
                    in_shardings=(replicated, split), out_shardings=(replicated, replicated),
                    donate_argnums=0)
 
