@@ -29,10 +29,15 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the holes (same seed, same numbers)")
     p.add_argument("--size", type=int, default=None, help="image side (default: the config's crop_size)")
     p.add_argument("--samples", type=int, default=4, help="side-by-side PNGs to write")
+    p.add_argument("--max-megapixels", type=float, default=100,
+                   help="largest image or mask decoded, in megapixels (default 100; a larger file "
+                        "is refused with one line before it is decoded)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1) or args.samples < 0:
         p.error("--batch-size and --limit must be >= 1, --samples >= 0")
+    if not args.max_megapixels > 0:
+        p.error("--max-megapixels must be > 0")
     return args
 
 
@@ -46,6 +51,7 @@ def main(argv=None) -> int:
                                    batch_size=args.batch_size, limit=args.limit, seed=args.seed,
                                    samples=args.samples, size=args.size, step=args.step,
                                    mask_threshold=args.mask_threshold,
+                                   max_pixels=int(args.max_megapixels * 1e6),
                                    progress=not args.no_progress)
     except (ValueError, OSError) as e:  # NotACheckpointError, missing folders, bad masks: one line
         print(f"error: {e}", file=sys.stderr)

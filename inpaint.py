@@ -4,7 +4,7 @@
     python inpaint.py --ckpt DIR --image x.png --mask m.png --out y.png     # one image
 
 Masks: nonzero = hole (--mask-threshold T: value > T). Output: 8-bit RGB PNG, identical to the input outside the
-hole. Working size, formats and naming: see ``shiftnet_jax/inpaint.py``.
+hole. Working size, formats and naming: see ``shiftnet_jax/inference/inpaint.py``.
 Exit code 0 if everything was inpainted, 1 if anything failed, 2 for bad flags.
 """
 
@@ -31,6 +31,12 @@ def parse(argv=None):
                    help="a mask pixel is a hole when its 8-bit value is above this (default 0: nonzero)")
     p.add_argument("--flow", action="store_true", help="also write *_flow.png: where the shift copied from")
     p.add_argument("--batch-size", type=int, default=8, help="images per jitted call")
+    p.add_argument("--max-megapixels", type=float, default=100,
+                   help="largest image or mask decoded, in megapixels (default 100; a larger file "
+                        "is refused with one line before it is decoded)")
+    p.add_argument("--backend", choices=("jax", "onnx"), default="jax",
+                   help="run the generator with JAX (default) or ONNX Runtime (CPU; the export "
+                        "extra; faster at batch 1 on CPU, see BENCHMARKS.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     folder, single = (args.input, args.output), (args.image, args.mask, args.out)
@@ -38,6 +44,10 @@ def parse(argv=None):
         p.error("give either --input and --output, or --image, --mask and --out")
     if args.size is not None and args.size < 1 or args.dilate < 0 or args.batch_size < 1:
         p.error("--size and --batch-size must be >= 1, --dilate >= 0")
+    if not args.max_megapixels > 0:
+        p.error("--max-megapixels must be > 0")
+    if args.backend == "onnx" and args.flow:
+        p.error("--flow needs --backend jax (the shift's sources come from it)")
     return args
 
 
@@ -45,7 +55,8 @@ def main(argv=None) -> int:
     args = parse(argv)
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's restore chatter
     from shiftnet_jax import checkpoint
-    from shiftnet_jax.inference import inpaint
+    from shiftnet_jax.errors import escaped
+    from shiftnet_jax.inference import inpaint, predict
 
     try:
         model, variables, config = checkpoint.load_generator(args.ckpt or checkpoint.BUNDLED_MODEL,
@@ -53,12 +64,22 @@ def main(argv=None) -> int:
     except checkpoint.NotACheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    size = args.size or (config.get("data") or {}).get("crop_size") or inpaint.DEFAULT_SIZE
-    opts = dict(size=size, dilate_px=args.dilate, flow=args.flow, threshold=args.mask_threshold)
+    if args.backend == "onnx":
+        from shiftnet_jax.errors import UserError
+        from shiftnet_jax.inference.onnx_backend import OnnxGenerator
+
+        try:
+            model = OnnxGenerator(model, variables)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    size = args.size or predict.default_size(config)
+    opts = dict(size=size, dilate_px=args.dilate, flow=args.flow, threshold=args.mask_threshold,
+                max_pixels=int(args.max_megapixels * 1e6))
     try:
         if args.image:
             written = inpaint.inpaint_file(model, variables, args.image, args.mask, args.out, **opts)
-            print(f"wrote {', '.join(map(str, written))}")
+            print(f"wrote {', '.join(map(escaped, written))}")
             return 0
         result = inpaint.inpaint_folder(model, variables, args.input, args.output,
                                         batch_size=args.batch_size, progress=not args.no_progress, **opts)

@@ -26,6 +26,9 @@ def parse(argv=None):
                    help="working size: longer side the network sees (default: each model's training crop)")
     p.add_argument("--max-upload-mb", type=float, default=50, help="largest request body (default 50 MB)")
     p.add_argument("--max-megapixels", type=float, default=50, help="largest image (default 50 megapixels)")
+    p.add_argument("--allow-host", action="append", default=[],
+                   help="also answer requests addressed to this host name (repeatable; the listen address "
+                        "and localhost always are; '*' allows any, which lets other web sites reach it)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     args = p.parse_args(argv)
     if args.size is not None and args.size < 1 or args.max_upload_mb <= 0 or args.max_megapixels <= 0:
@@ -73,7 +76,8 @@ def main(argv=None) -> int:
     # uvicorn shuts down gracefully, then re-raises the signal: Ctrl-C or SIGTERM ends here, quietly.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        server.make_server(server.create_app(studio), sock, access_log=args.access_log).run(sockets=[sock])
+        hosts = (*server.guard.LOOPBACK_NAMES, host, *args.allow_host)
+        server.make_server(server.create_app(studio, hosts), sock, access_log=args.access_log).run(sockets=[sock])
     except KeyboardInterrupt:
         pass
     finally:

@@ -2,14 +2,14 @@
 # The CPU figures of BENCHMARKS.md, one run after another; each run starts only when
 # the machine's 1-minute load average is below MAXLOAD (others share this machine).
 #
-#   benchmarks/cpu_suite.sh                 # writes bench_out/cpu_*.json and *.log
+#   benchmarks/cpu_suite.sh                 # writes benchmarks/results/cpu_*.json and *.log (commit them)
 #   OUT=/tmp/b MAXLOAD=1.0 benchmarks/cpu_suite.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 REF=${REF:-ref/Shift-Net_pytorch}
 REFPY=${REFPY:-.venv-ref/bin/python}
-OUT=${OUT:-bench_out}
+OUT=${OUT:-benchmarks/results}
 MAXLOAD=${MAXLOAD:-1.5}
 mkdir -p "$OUT"
 

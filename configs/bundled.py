@@ -21,9 +21,9 @@ def get_config():
     c.data.load_size = 128
     c.data.crop_size = 128
     c.batch_size = 8
-    c.num_steps = 12000
+    c.num_steps = 3300
     c.log_every = 100
-    c.sample_every = 2000
+    c.sample_every = 0
     c.checkpoint_every = 1000
-    c.eval_every = 1000
+    c.eval_every = 0
     return c

@@ -39,13 +39,13 @@ from shiftnet_jax import config as configlib  # noqa: E402
 from shiftnet_jax.inference import evaluate  # noqa: E402
 from shiftnet_jax.train.loop import train_and_evaluate  # noqa: E402
 
-VARIANTS = {  # the paper's ablation, as config overrides
+ABLATIONS = {  # the paper's ablation, as config overrides
     "shift-net": [],
     "no shift (unet_256)": [("model.use_shift", "false"), ("loss.guidance", "0")],
     "no guidance loss": [("loss.guidance", "0")],
 }
 MASKS = {"centre": "center", "strokes": "strokes"}
-METHODS = {"shiftnet": "Shift-Net", "telea": "Telea", "navier_stokes": "Navier-Stokes",
+METHOD_LABELS = {"shiftnet": "Shift-Net", "telea": "Telea", "navier_stokes": "Navier-Stokes",
            "mean_fill": "mean fill"}
 
 
@@ -104,7 +104,7 @@ def results_table(reports: dict) -> list[str]:
     lines = ["| holes | method | PSNR hole (dB) | SSIM hole | L1 hole | L2 hole |",
              "|---|---|---:|---:|---:|---:|"]
     for mask, report in reports.items():
-        for method, label in METHODS.items():
+        for method, label in METHOD_LABELS.items():
             vals = [_hole(report, method, k) for k in ("psnr", "ssim", "l1", "l2")]
             lines.append(f"| {mask} ({report['num_images']} tiles) | {label} | {vals[0]:.2f} | "
                          f"{vals[1]:.4f} | {vals[2]:.4f} | {vals[3]:.5f} |")
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
 
     ablation, ablation_runs = {}, {}
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    for variant, overrides in VARIANTS.items():
+    for variant, overrides in ABLATIONS.items():
         for seed in seeds:
             run_dir = workdir / "ablation" / f"{re.sub(r'[^a-z0-9]+', '-', variant).strip('-')}-seed{seed}"
             if run_dir.exists():

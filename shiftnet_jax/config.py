@@ -12,21 +12,24 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
+import math
 import os
 from pathlib import Path
 
 import ml_collections
 
-from shiftnet_jax.data import masks, sources
-from shiftnet_jax.nets import feature_hole, shift_level, soft_shift
+from shiftnet_jax.data import loader, masks, sources
+from shiftnet_jax.errors import UserError, first_line
+from shiftnet_jax.nets import feature_hole, shift_level
 from shiftnet_jax.nets.conv import IMPLS
+from shiftnet_jax.nets.generator import size_multiple
 from shiftnet_jax.nets.layers import NORMS
 from shiftnet_jax.train import losses
 
 _DTYPES = ("float32", "bfloat16")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file, field or value that cannot be used; the message is one line."""
 
 
@@ -40,11 +43,11 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict(dict(
         ngf=64, num_downs=8, norm="instance", shift_layer=3, feature_hole="nearest",
-        triple_weight=1.0, output_channels=3, conv_impl="auto", use_shift=True))
-    # The official generators (shiftnet_jax.nets.shift_level; official default: unet_shift_triple,
-    # shift_sz 1, mask_thred 1, fuse 0, stride 1). patch_order: ours, soft variants only.
-    c.model.update(dict(variant="shift", shift_sz=1, mask_thred=1, fuse=False, stride=1,
-                        patch_order="spatial"))
+        output_channels=3, conv_impl="auto"))
+    # The shift level's options and defaults (variant "shift" = the official default
+    # unet_shift_triple, shift_sz 1, mask_thred 1, fuse 0, stride 1; patch_order: ours, soft
+    # variants only): declared once, in shiftnet_jax.nets.shift_level.ShiftOptions.
+    c.model.update(shift_level.SHIFT_DEFAULTS)
     c.model.add_mask2input = True   # official --add_mask2input 1: the known-pixel channel
     c.model.spectral_norm = False   # official --use_spectral_norm_G 0
     c.discriminator = ml_collections.ConfigDict(dict(
@@ -59,6 +62,8 @@ def default_config() -> ml_collections.ConfigDict:
         # "kind" or "kind:option=value,...", e.g. "center", "rect:min_size=32,max_size=128",
         # "island", "strokes", "mix"; see shiftnet_jax.data.masks.make_mask_fn.
         mask="center:hole=128", num_workers=0, prefetch=2,
+        # worker processes ("auto": for training with >= 2 workers) or threads; num_workers 0 = the cores
+        backend="auto",
         scale_range=()))   # (lo, hi): training resizes to load_size * U(lo, hi); () = no scaling
 
     c.loss = ml_collections.ConfigDict(dict(
@@ -106,15 +111,10 @@ def load_config(path) -> ml_collections.ConfigDict:
         spec.loader.exec_module(module)
         config = module.get_config()
     except Exception as e:  # a user's file: any error becomes one line naming it
-        raise ConfigError(f"config file {path}: {type(e).__name__}: {_one_line(e)}") from None
+        raise ConfigError(f"config file {path}: {type(e).__name__}: {first_line(e)}") from None
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"config file {path}: get_config() must return an ml_collections.ConfigDict")
     return config
-
-
-def _one_line(e) -> str:
-    lines = str(e).strip().splitlines()
-    return (lines[0] if lines else "")[:200]
 
 
 def field_paths(config, prefix: str = "") -> list[str]:
@@ -238,19 +238,38 @@ def _get(config, key):
     return node
 
 
-def validate(config):
-    """Check every value the training run will use; raise :class:`ConfigError` on the first bad one."""
+def mask_spec(config):
+    """``config.data.mask`` as :func:`shiftnet_jax.data.masks.make_mask_fn` takes it."""
+    spec = config.data.mask
+    return spec.to_dict() if hasattr(spec, "to_dict") else spec
+
+
+# Upper bounds of the sizes (far above any real run: the paper's ngf 64, num_downs 8, crop 256);
+# a config, or a stranger's checkpoint folder, asking for more is refused before anything is built.
+MAX_SIZES = {"model.ngf": 1024, "model.num_downs": 10, "model.output_channels": 16,
+             "discriminator.ndf": 1024, "discriminator.n_layers": 12, "data.crop_size": 2048,
+             "data.load_size": 16384}
+
+
+def _at_most(config, key, maximum):
+    value = _get(config, key)
+    if value > maximum:
+        raise ConfigError(f"config field {key!r} must be <= {maximum}; got {value!r}")
+
+
+def validate(config, check_paths: bool = True):
+    """Check every value the training run will use; raise :class:`ConfigError` on the first bad one.
+
+    ``check_paths=False`` leaves out what names files (data.dir, loss.vgg16, mask folders): a
+    checkpoint's config describes the machine it was trained on."""
     _choice(config, "model.norm", NORMS)
-    _choice(config, "model.feature_hole", feature_hole.METHODS)
+    _choice(config, "model.feature_hole", feature_hole.RULES)
     _choice(config, "model.conv_impl", IMPLS)
-    _choice(config, "model.variant", tuple(shift_level.VARIANTS))
-    _choice(config, "model.patch_order", soft_shift.PATCH_ORDERS)
     try:
-        m = config.model
-        shift_level.check_options(m.variant, m.shift_sz, m.mask_thred, m.stride, m.patch_order,
-                               m.shift_layer)
+        options = shift_level.ShiftOptions(**shift_level.shift_options(config.model))
+        options.check_shift_options(config.model.shift_layer)
     except ValueError as e:
-        raise ConfigError(f"config field 'model': {_one_line(e)}") from None
+        raise ConfigError(f"config field 'model': {first_line(e)}") from None
     _choice(config, "discriminator.norm", NORMS)
     _choice(config, "discriminator.kind", ("patchgan", "densenet"))
     _choice(config, "loss.gan", losses.GANS)
@@ -258,6 +277,7 @@ def validate(config):
     _choice(config, "compute_dtype", _DTYPES)
     _choice(config, "compat", ("", "official"))
     _choice(config, "data.source", sources.SOURCES)
+    _choice(config, "data.backend", loader.BACKENDS)
     _choice(config, "optim.schedule", ("constant", "cosine"))
     scale = tuple(config.data.scale_range)
     if scale and not (len(scale) == 2 and 0 < scale[0] <= scale[1]):
@@ -272,7 +292,9 @@ def validate(config):
                 "loss.adversarial", "loss.gp_lambda", "loss.hole_l1", "loss.tv", "loss.style",
                 "loss.content"):
         _at_least(config, key, 0)
-    if (config.loss.style or config.loss.content) and not os.path.isfile(
+    for key, maximum in MAX_SIZES.items():
+        _at_most(config, key, maximum)
+    if check_paths and (config.loss.style or config.loss.content) and not os.path.isfile(
             os.path.expanduser(config.loss.vgg16)):
         raise ConfigError("config fields 'loss.style' / 'loss.content' need 'loss.vgg16': the path "
                           f"of a torchvision vgg16 state dict (got {config.loss.vgg16!r})")
@@ -290,9 +312,11 @@ def validate(config):
     if config.discriminator.kind == "densenet" and config.data.crop_size < 96:
         raise ConfigError("discriminator.kind 'densenet' needs config field 'data.crop_size' >= 96 "
                           f"(it downsamples by 32, then a 3x3 conv); got {config.data.crop_size}")
-    if config.data.crop_size % 2 ** downs:
+    if config.data.crop_size % size_multiple(downs):
         raise ConfigError(f"config field 'data.crop_size' must be a multiple of 2**model.num_downs = "
-                          f"{2 ** downs}; got {config.data.crop_size}")
+                          f"{size_multiple(downs)}; got {config.data.crop_size}")
+    if not check_paths:
+        return config
     if config.data.source in ("folder", "paris") and not config.data.dir:
         raise ConfigError(f"data.source {config.data.source!r} needs a folder: --config.data.dir=PATH")
     if config.data.source == "regions":
@@ -302,7 +326,91 @@ def validate(config):
     elif config.data.dir and not os.path.isdir(os.path.expanduser(config.data.dir)):
         raise ConfigError(f"config field 'data.dir': {config.data.dir} is not a folder")
     try:
-        masks.make_mask_fn(config.data.mask)
+        masks.check_mask_spec(mask_spec(config))
     except ValueError as e:
-        raise ConfigError(f"config field 'data.mask': {_one_line(e)}") from None
+        raise ConfigError(f"config field 'data.mask': {first_line(e)}") from None
     return config
+
+
+# ---------------------------------------------------- a checkpoint's config.json
+MAX_SAVED_DEPTH = 4       # groups in groups: {"model": {...}} is 2, a list in a group 3
+MAX_SAVED_TEXT = 4096     # characters of one text value
+EXTRA_MODEL_FIELDS = ("shift_tile",)   # generator arguments that are not training fields
+
+
+def _saved_value(key: str, value, default):
+    """``value`` (from JSON) checked against the type of ``default``; returns it as that type."""
+    def bad(kind):
+        return ConfigError(f"config field {key!r} takes {kind}, got {_short(value)}")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad("a finite number")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str) or len(value) > MAX_SAVED_TEXT:
+            raise bad(f"text (at most {MAX_SAVED_TEXT} characters)")
+        return value
+    if isinstance(default, (tuple, list)):
+        if not isinstance(value, (list, tuple)) or len(value) > 64 or not all(
+                isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+            raise bad("a list of at most 64 numbers or texts")
+        return tuple(value)
+    raise bad(type(default).__name__)
+
+
+def _short(value) -> str:
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_saved(raw, where: str = "config.json") -> ml_collections.ConfigDict:
+    """A checkpoint's config (parsed JSON, from a stranger) checked by the rules of ``--config``:
+    a dict; the groups and fields of :func:`default_config` only (with ``model.shift_tile``),
+    each of its default's type; then :func:`validate` without the paths. Top-level fields
+    that are not training fields (``step``, ``source``, ``trained_steps``...) must be plain
+    values. Returns the merged config; raises :class:`ConfigError` naming ``where``."""
+    try:
+        return _check_saved(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _check_saved(raw) -> ml_collections.ConfigDict:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"must be a JSON object, got {type(raw).__name__}")
+    config = default_config()
+    paths = field_paths(config)
+    for group, value in raw.items():
+        if not isinstance(group, str) or group not in config:
+            if isinstance(value, (dict, list)):
+                raise ConfigError(f"unknown config group {_short(group)}{_suggest(str(group), paths)}")
+            if isinstance(value, str) and len(value) > MAX_SAVED_TEXT:
+                raise ConfigError(f"field {_short(group)} is longer than {MAX_SAVED_TEXT} characters")
+            continue  # metadata beside the config (step, source, trained_steps...)
+        default = config[group]
+        if not isinstance(default, ml_collections.ConfigDict):
+            config[group] = _saved_value(group, value, default)
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"config group {group!r} must be a JSON object, got {_short(value)}")
+        for key, item in value.items():
+            dotted = f"{group}.{key}"
+            if group == "model" and key in EXTRA_MODEL_FIELDS:
+                if item is not None and (isinstance(item, bool) or not isinstance(item, int) or item < 1):
+                    raise ConfigError(f"config field {dotted!r} takes an integer >= 1 or null, "
+                                      f"got {_short(item)}")
+                continue
+            if key not in default:
+                raise ConfigError(f"unknown config field {_short(dotted)}{_suggest(dotted, paths)}")
+            if isinstance(default[key], ml_collections.ConfigDict):
+                raise ConfigError(f"config field {dotted!r} is not a group")
+            default[key] = _saved_value(dotted, item, default[key])
+    return validate(config, check_paths=False)

@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 from shiftnet_jax import checkpoint
-from shiftnet_jax.errors import one_line
-from shiftnet_jax.nets.shift_level import SOFT, VARIANTS, check_options
+from shiftnet_jax.errors import first_line, one_line
+from shiftnet_jax.nets.shift_level import SHIFT_DEFAULTS, SOFT, VARIANTS, ShiftOptions
 from shiftnet_jax.torchfile.reader import file_name, read_torch_state_dict
 from shiftnet_jax.torchfile.state_dicts import check_variables, from_torch_state_dict
 
@@ -81,12 +81,13 @@ def main(argv=None):
                              "(or the official --which_model_netG name). Default: what the "
                              "keys show; patch_soft and res_patch_soft have the keys of shift "
                              "and res, so name them")
-    parser.add_argument("--shift-sz", type=int, default=1,
-                        help="the official --shift_sz the model was trained with (default 1)")
-    parser.add_argument("--mask-thred", type=int, default=1,
-                        help="the official --mask_thred (default 1)")
-    parser.add_argument("--fuse", type=int, choices=(0, 1), default=0,
-                        help="the official --fuse of the patch soft variants (default 0)")
+    defaults = SHIFT_DEFAULTS
+    parser.add_argument("--shift-sz", type=int, default=defaults["shift_sz"],
+                        help="the official --shift_sz the model was trained with (default %(default)s)")
+    parser.add_argument("--mask-thred", type=int, default=defaults["mask_thred"],
+                        help="the official --mask_thred (default %(default)s)")
+    parser.add_argument("--fuse", type=int, choices=(0, 1), default=int(defaults["fuse"]),
+                        help="the official --fuse of the patch soft variants (default %(default)s)")
     parser.add_argument("--patch-order", choices=("reference", "spatial"), default="reference",
                         help="soft shift patches as the official code orders them (default, to "
                              "reproduce its outputs) or as the method describes them")
@@ -96,12 +97,12 @@ def main(argv=None):
                                                   variant=args.variant)
         variant = kwargs.get("variant", "shift")
         kwargs["feature_hole"] = args.feature_hole
-        if (args.shift_sz, args.mask_thred) != (1, 1):
+        if (args.shift_sz, args.mask_thred) != (defaults["shift_sz"], defaults["mask_thred"]):
             kwargs.update(shift_sz=args.shift_sz, mask_thred=args.mask_thred)
         if variant in SOFT:
             kwargs.update(fuse=bool(args.fuse), patch_order=args.patch_order)
-        check_options(variant, args.shift_sz, args.mask_thred, 1, args.patch_order,
-                      kwargs["shift_layer"])
+        ShiftOptions(variant=variant, shift_sz=args.shift_sz, mask_thred=args.mask_thred,
+                     patch_order=args.patch_order).check_shift_options(kwargs["shift_layer"])
         _write_atomically(args.out_dir, kwargs, variables, str(args.checkpoint))
     except (ValueError, OSError) as e:  # CheckpointError is a ValueError
         detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
@@ -110,7 +111,7 @@ def main(argv=None):
         return 1
     except Exception as e:  # a bug of ours; still one line, never a traceback
         print(one_line(f"error: {file_name(args.checkpoint)}: conversion failed "
-                       f"({type(e).__name__}: {str(e)[:200]})", 320), file=sys.stderr)
+                       f"({type(e).__name__}: {first_line(e)})", 320), file=sys.stderr)
         return 1
     same = {"shift": "patch_soft", "res": "res_patch_soft"}.get(variant)
     note = (f" (the keys of {VARIANTS[same]} are the same: convert with --variant {same} "

@@ -19,14 +19,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="shiftnet_xla_cache_")
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
+# After the cache variables: tools.parity imports JAX. nhwc is re-exported to the tests.
+from tools.parity import gradient_errors, nhwc  # noqa: E402, F401
+
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "reference"
 IN_REPO_FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PARITY_SETS = {"in-repo": IN_REPO_FIXTURES, "shared": FIXTURES}
-
-
-def nhwc(x):
-    """PyTorch NCHW array -> NHWC."""
-    return np.ascontiguousarray(np.moveaxis(np.asarray(x), 1, -1))
 
 
 @pytest.fixture(scope="session")
@@ -82,13 +80,23 @@ def assert_gradients_match(grads, expected, tol: float = 1e-3):
     max(|ref|, 1e-2 * largest |ref|): biases right before a norm have a true
     gradient of zero, and their recorded values are rounding noise (see the
     fixtures' README)."""
-    import jax
-
-    flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])  # noqa: E731
-    whole = np.linalg.norm(flat(grads) - flat(expected)) / np.linalg.norm(flat(expected))
+    whole, worst, where = gradient_errors(grads, expected)
     assert whole < tol, whole
-    largest = max(np.linalg.norm(g) for g in jax.tree.leaves(expected))
-    for path, got, ref in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(grads),
-                              jax.tree.leaves(expected)):
-        scale = max(np.linalg.norm(ref), 1e-2 * largest)
-        assert np.linalg.norm(np.asarray(got) - ref) / scale < tol, jax.tree_util.keystr(path[0])
+    assert worst < tol, (where, worst)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 256 KB tmpfs mounted for the test (where root may mount), to fill the disk for real."""
+    import subprocess
+
+    mount = tmp_path / "small_fs"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()[:80] or 'not root'})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -316,6 +316,56 @@ def case_many_zip_records(d):
     return torch_zip(state(), extra=recs)
 
 
+def case_int_keys_colliding(d):
+    # 40,000 integer keys that all hash to 0: a dict of them takes quadratic time to build
+    # (20,000: 3 s; the issue's 240,000: a hang).
+    body = b"}" + MARK + b"".join(i(k * (2 ** 61 - 1)) + b"N" for k in range(1, 40_001)) + SETITEMS
+    return torch_zip(pickle_of(body))
+
+
+def case_int_keys_many(d):
+    body = b"}" + MARK + b"".join(i(k) + b"N" for k in range(150_000)) + SETITEMS
+    return torch_zip(pickle_of(body))
+
+
+def case_shared_dict_many_keys(d):
+    # One 30,000-entry dict without tensors, shared (memo) under 30,000 keys of the top dict:
+    # a search for the dict that holds the tensors walked it once per key (9e8 steps: minutes).
+    inner = b"N" + put(1) + b"0" + b"}" + put(0) + MARK + \
+        b"".join(s(f"k{k}") + get(1) for k in range(30_000)) + SETITEMS + b"0"
+    top = b"}" + MARK + b"".join(s(f"t{k}") + get(0) for k in range(30_000)) + SETITEMS
+    return torch_zip(pickle_of(inner + top))
+
+
+def case_legacy_opcodes_over_pickles(d):
+    # Each of the legacy format's pickles within max_opcodes, together over it.
+    return _legacy_busy(b"N" + b"(0" * 150_000)
+
+
+def _legacy_busy(busy: bytes) -> bytes:
+    import pickle
+    info = pickle_of(busy + b"0" + b"}")  # sys info: a dict, after 300,000 opcodes of busywork
+    out = [pickle.dumps(x, protocol=2) for x in (0x1950A86A20F9469CFC6C, 1001)]
+    return b"".join(out + [info, pickle_of(busy + b"0" + odict()), pickle.dumps([], protocol=2)])
+
+
+def case_zip_extra_fields(d):
+    # 74 records with 64 KB extra fields of empty sub-records: zipfile decodes them quadratically.
+    extra = b"\xfe\xca\x00\x00" * 16_383
+    local, central = bytearray(), bytearray()
+    records = [stored("archive/data.pkl", state()), stored("archive/version", b"3\n")]
+    records += [stored(f"archive/x{k}", b"") for k in range(72)]
+    for name, payload, method, declared, crc in records:
+        nb = name.encode()
+        offset = len(local)
+        local += struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, method, 0, 0, crc,
+                             len(payload), declared, len(nb), 0) + nb + payload
+        central += struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, method, 0, 0, crc,
+                               len(payload), declared, len(nb), len(extra), 0, 0, 0, 0, offset) + nb + extra
+    n = len(records)
+    return bytes(local + central + struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, n, n, len(central), len(local), 0))
+
+
 def case_huge_sparse_file(d):
     return None  # made by truncate(): see build()
 
@@ -348,13 +398,18 @@ CASES = {  # name -> (expected outcome, substring of the message or None)
     "escape_key_collision": ("CheckpointError", "two tensors are named '\\x1b[2J\\x1b[31mred\\nsecond"),
     "many_objects": ("CheckpointLimitError", "objects built"),
     "many_opcodes": ("CheckpointLimitError", ") exceeds max_opcodes="),
-    "many_zip_records": ("CheckpointLimitError", "zip central directory bytes"),
+    "many_zip_records": ("CheckpointLimitError", "zip records (20003) exceeds max_entries (+64)=1064"),
+    "int_keys_colliding": ("CheckpointError", "a dict key is the integer"),
+    "int_keys_many": ("CheckpointLimitError", "integer dict keys (100001) exceeds MAX_INT_KEYS=100000"),
+    "shared_dict_many_keys": ("CheckpointError", "appears twice"),
+    "legacy_opcodes_over_pickles": ("CheckpointLimitError", ") exceeds max_opcodes=400000"),
+    "zip_extra_fields": ("CheckpointLimitError", "extra field bytes (65532) exceeds MAX_ZIP_EXTRA=1024"),
     "huge_sparse_file": ("CheckpointLimitError", "file size (3221225472) exceeds max_file_bytes"),
     "dev_zero": ("CheckpointError", "not a regular file"),
     "fifo": ("CheckpointError", "not a regular file"),
 }
 # Limits lowered for a case, to keep its file small.
-KWARGS = {"many_zip_records": {"max_entries": 1000}}
+KWARGS = {"many_zip_records": {"max_entries": 1000}, "legacy_opcodes_over_pickles": {"max_opcodes": 400_000}}
 # ... and, in the test suite only, to keep it fast (the table runs the defaults).
 FAST = {**KWARGS, "many_opcodes": {"max_opcodes": 100_000}, "many_objects": {"max_objects": 50_000}}
 

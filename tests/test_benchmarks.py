@@ -1,4 +1,5 @@
-"""Smoke test of benchmarks/bench.py: it runs at a tiny size and writes valid JSON.
+"""benchmarks/bench.py: a smoke run at a tiny size writes valid JSON and Markdown; the
+layer profile reads its shapes from the model (plain and res variants).
 
 Not a timing test: no figure is compared with anything. The side-by-side path is
 exercised with a made-up reference JSON (no torch needed).
@@ -11,7 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
+
+from benchmarks import measure
+from benchmarks.cases import layers
+from shiftnet_jax.nets.generator import ShiftNetGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench.py"
@@ -36,12 +42,12 @@ def report(tmp_path_factory):
            "--shift-tiles", "0,8", "--loader-steps", "1", "--reference-json", str(ref),
            # plain lax convs: half the compile time of the CPU formulations at this size
            "--conv-impl", "lax",
-           "--json", str(out)]
+           "--json", str(out), "--markdown", str(tmp / "bench.md")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
                           check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(out.read_text()), proc.stdout
+    return json.loads(out.read_text()), proc.stdout, (tmp / "bench.md").read_text()
 
 
 def test_environment_recorded(report):
@@ -88,3 +94,62 @@ def test_side_by_side_ratios(report):
     assert cmp_["inference"]["batch_1"]["ratio"] == pytest.approx(ours["images_per_s"] / 2.0)
     assert cmp_["training"]["batch_1_float32"]["ratio"] > 0
     assert "side-by-side" in report[1]
+
+
+def test_markdown_table_has_a_row_per_figure(report):
+    table = report[2].splitlines()
+    assert table[0].startswith("| what | size | dtype | B | median ms")
+    figures = [line for line in table[2:] if line.startswith("| ")]
+    # infer, train, 2 shift cases x (fwd, fwd_bwd)
+    assert len(figures) == 6, table
+    assert not any("FAILED" in line for line in figures)
+
+
+@pytest.mark.parametrize("variant", ["shift", "res"])
+def test_profile_reads_the_layer_shapes_from_the_model(variant):
+    """Every conv the profile times has the kernel shape of the model's own parameter,
+    the norms and the shift level the shapes the model gives them; the up conv after the
+    shift level reads 3C channels (plain: [d, e, shift]) or 2C (res: [d + r, e])."""
+    model = ShiftNetGenerator(ngf=4, num_downs=5, shift_layer=3, variant=variant)
+    size, batch = 32, 2
+    recorded = layers.model_layers(model, size, batch)
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), jax.numpy.zeros((1, size, size, 3)),
+                                               jax.numpy.zeros((1, size, size, 1))))["params"]
+    convs = [r for r in recorded if r.group in ("conv", "conv_transpose")]
+    assert [r.path for r in convs] == [f"down_{i}/conv" for i in range(5)] + [
+        f"up_{i}/conv" for i in reversed(range(5))]
+    for r in convs:
+        level, _ = r.path.split("/")
+        kernel = params[level]["conv"]["kernel"].shape
+        assert kernel == (4, 4, r.args[0].shape[-1], r.output.shape[-1]), r.path
+        assert r.args[0].shape[0] == batch
+    norms = [r for r in recorded if r.group == "norm"]
+    assert len(norms) == 3 + 4   # down_1..down_3, up_1..up_4
+    for r in norms:
+        assert r.args[0].shape == r.output.shape
+        assert params[r.path.split("/")[0]]["norm"]["scale"].shape == (r.args[0].shape[-1],)
+    (level,) = [r for r in recorded if r.group == "shift"]
+    c = model.widths[2]
+    assert level.args[0].shape == (batch, size // 8, size // 8, c)   # decoded features
+    assert level.args[2].shape == (batch, size // 8, size // 8)      # the feature hole
+    up = next(r for r in convs if r.path == "up_2/conv")
+    assert up.args[0].shape[-1] == (2 if variant == "res" else 3) * c
+    assert level.output.shape == up.args[0].shape
+    # the profile times each layer on operands of exactly these shapes
+    ops = layers.operands(level, size, jax.random.key(0))
+    assert [o.shape for o in ops if o is not None] == [
+        a.shape for a in level.args if a is not None]
+    assert ops[2].dtype == bool and 0 < int(ops[2][0].sum()) < ops[2][0].size
+
+
+@pytest.mark.parametrize("kind, name", [
+    ("NVIDIA H100 80GB HBM3", "NVIDIA H100 SXM"), ("NVIDIA H100 PCIe", "NVIDIA H100 PCIe"),
+    ("NVIDIA H100 NVL", "NVIDIA H100 NVL"), ("NVIDIA H200", "NVIDIA H200 SXM"),
+    ("NVIDIA A100-SXM4-80GB", "NVIDIA A100"), ("NVIDIA L40S", "NVIDIA L40S"),
+    ("NVIDIA L4", "NVIDIA L4"), ("TPU v5 lite", "TPU v5e"), ("TPU v5p", "TPU v5p"),
+    ("cpu", None)])
+def test_device_peaks_by_kind(kind, name):
+    found, peaks = measure.device_peaks(kind)
+    assert found == name
+    if name and name.startswith("NVIDIA"):
+        assert peaks["bfloat16"] > peaks["tf32"] > peaks["float32"] > 0

@@ -10,7 +10,7 @@ from PIL import Image
 from shiftnet_jax.data import image_io, sources
 from shiftnet_jax.data import loader as data
 
-BACKENDS = ["threads"] + (["grain"] if importlib.util.find_spec("grain") else [])
+BACKENDS = ["threads", "processes"] + (["grain"] if importlib.util.find_spec("grain") else [])
 
 
 def square_mask(rng, size):

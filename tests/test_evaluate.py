@@ -47,13 +47,13 @@ def test_same_numbers_twice_reports_baselines_and_bands(setup):
     assert first["overall"] == second["overall"] and first["bands"] == second["bands"]
     assert first["num_images"] == 6 and first["skipped"] == {"empty_hole": 0, "unreadable": 1}
     assert any("broken.png" in w for w in first["warnings"])
-    for method in evaluate.METHODS:
+    for method in evaluate.COMPARED:
         for region in evaluate.REGIONS:
             values = first["overall"][method][region]
             assert set(values) == {"psnr", "ssim", "l1", "l2"}
             assert all(np.isfinite(v) for v in values.values())
     # Composited results: the whole-image error is the hole error diluted by the known pixels.
-    for method in evaluate.METHODS:
+    for method in evaluate.COMPARED:
         assert first["overall"][method]["whole"]["l1"] < first["overall"][method]["hole"]["l1"]
     assert first["overall"]["telea"] != first["overall"]["mean_fill"]
     # Per-band results: every image lands in one band, labels in 10 % steps.
@@ -62,7 +62,7 @@ def test_same_numbers_twice_reports_baselines_and_bands(setup):
     for label, band in bands.items():
         lo, hi = (int(v) for v in label.rstrip("%").split("-"))
         assert hi == lo + 10 and lo / 100 <= band["hole_ratio"] < hi / 100
-        assert set(band["results"]) == set(evaluate.METHODS)
+        assert set(band["results"]) == set(evaluate.COMPARED)
     # Files: JSON equal to the returned report, Markdown with the table, side-by-sides.
     out = setup / "a"
     saved = json.loads((out / "report.json").read_text())

@@ -90,3 +90,85 @@ def test_save_png_round_trip(tmp_path):
     image_io.save_png(tmp_path / "sub" / "o.png", a)
     np.testing.assert_array_equal(image_io.decode_image(tmp_path / "sub" / "o.png"), a)
     np.testing.assert_array_equal(image_io.decode_image(image_io.encode_png(a)), a)
+
+
+# ---------------------------------------------------------------- hostile files (tests/hostile_images.py)
+import json
+
+import hostile_images as hostile
+
+# Bounds of every case, in its own process: the issue's "2 s and 1 GB".
+MAX_SECONDS, MAX_MIB = 2.0, 1024
+
+
+@pytest.mark.parametrize("case", list(hostile.CASES))
+def test_hostile_image_ends_fast_in_bounded_memory(tmp_path, case):
+    """Every crafted file is refused in one line, or loads correctly, within 2 s and 1 GB
+    (the child has a 1 GiB address-space limit: exceeding it crashes the child)."""
+    entry, outcome, fragment = hostile.CASES[case]
+    result = hostile.run_isolated(hostile.build(case, tmp_path), entry, timeout=60)
+    assert result["outcome"] == outcome, result
+    assert "\n" not in result["message"] and "Traceback" not in result["message"]
+    if fragment is not None:
+        assert fragment in result["message"], result
+    if outcome == "ok":
+        got = json.loads(result["message"])
+        shape, holes = hostile.LOADS[case]
+        assert tuple(got["shape"]) == shape and (holes is None or got["holes"] == holes), got
+    assert result["seconds"] < MAX_SECONDS and result["peak_mib"] < MAX_MIB, result
+
+
+def test_entry_points_share_the_decoders_limits(tmp_path):
+    """inpaint's files, training folders and mask folders all refuse by the same rule."""
+    from shiftnet_jax.data import sources
+
+    big = tmp_path / "big.png"
+    big.write_bytes(hostile.png_of_zeros(300, 200))
+    with pytest.raises(image_io.ImageTooLarge, match="300x200 is 0.06 megapixels; the limit is 0.05"):
+        image_io.read_image(big, max_pixels=50_000)
+    with pytest.raises(image_io.ImageTooLarge, match="big.png: 300x200"):
+        image_io.read_mask(big, max_pixels=50_000)
+    assert image_io.read_image(big, max_pixels=60_000).shape == (200, 300, 3)
+    folder = sources.FolderSource(tmp_path, max_pixels=50_000)
+    with pytest.raises(image_io.ImageTooLarge):
+        folder[0]
+    with pytest.raises(image_io.ImageTooLarge):
+        masks.load_mask_image(big, max_pixels=50_000)
+
+
+def test_names_are_escaped_in_messages(tmp_path):
+    bad = tmp_path / "a\nb\x1b[31m.png"
+    bad.write_bytes(b"nothing")
+    with pytest.raises(image_io.InputError) as e:
+        image_io.read_image(bad)
+    assert "\n" not in str(e.value) and "\x1b" not in str(e.value) and "a\\nb\\x1b[31m.png" in str(e.value)
+
+
+def test_folder_walk_survives_link_loops(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x.png").write_bytes(hostile.png_of_zeros(8, 8))
+    (tmp_path / "a").symlink_to(".")
+    (tmp_path / "sub" / "up").symlink_to("..")
+    (tmp_path / "elsewhere").symlink_to(tmp_path / "sub")   # a second way into sub: listed once
+    assert image_io.list_images(tmp_path) == [str(tmp_path / "sub" / "x.png")] or \
+        len(image_io.list_images(tmp_path)) == 1
+
+
+def test_bad_mask_file_in_a_folder_is_skipped_with_a_warning(tmp_path):
+    (tmp_path / "good.png").write_bytes(_png(np.full((8, 8), 255, np.uint8)))
+    (tmp_path / "bad.png").write_bytes(b"not a mask")
+    with pytest.warns(RuntimeWarning, match="skipping mask file: .*bad.png: not a readable mask image"):
+        fn = masks.make_mask_fn({"kind": "files", "paths": str(tmp_path)})
+    assert fn(np.random.default_rng(0), 8).min() == 1.0
+    (tmp_path / "good.png").unlink()
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="none of the 1 mask files is readable"):
+        masks.make_mask_fn({"kind": "files", "paths": str(tmp_path)})
+
+
+def test_full_disk_is_one_line_and_leaves_no_partial_file(small_fs):
+    noise = np.random.default_rng(0).integers(0, 256, (400, 400, 3), np.uint8)  # ~480 KB as PNG
+    with pytest.raises(image_io.UserError) as e:
+        image_io.save_png(small_fs / "out.png", noise)
+    message = str(e.value)
+    assert "out.png" in message and "No space left on device" in message and "MB needed" in message
+    assert "\n" not in message and list(small_fs.iterdir()) == []

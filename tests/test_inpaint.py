@@ -167,8 +167,8 @@ def test_empty_and_full_masks(tiny):
     out, flow = inpaint.inpaint_image(model, variables, image, full, size=64, flow=True)
     assert out.shape == image.shape and out.dtype == np.uint8
     np.testing.assert_array_equal(out, inpaint.inpaint_image(model, variables, image, full, size=64))
-    small, hole = inpaint._prepare(image, full, 64, 32)
-    raw = predict.forward(model, variables, small[None], hole[None]).output
+    job = inpaint._prepare(image, full, 64, 32)
+    raw = predict.forward(model, variables, job.small[None], job.small_hole[None]).output
     assert np.isfinite(np.asarray(raw)).all()
     assert (flow == 0).all()  # nothing known to copy from: black everywhere
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,25 +27,32 @@ def _free_port() -> int:
 
 def _env(cache, **extra):
     keep = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_")) or k in keep}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JAX_", "XLA_", "SLURM_", "OMPI_")) or k in keep}
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache))
     env.update(JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                **extra)
     return env
 
 
-def _train(workdir, steps, env):
+def _train(workdir, steps, env, distributed=None):
+    distributed = "JAX_PROCESS_ID" in env if distributed is None else distributed
     return subprocess.Popen([sys.executable, "train.py", f"--workdir={workdir}", *TINY,
                              f"--config.num_steps={steps}", *(["--config.distributed=true"]
-                                                             if "JAX_PROCESS_ID" in env else [])],
+                                                             if distributed else [])],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _two_processes(workdir, steps, cache):
-    port = _free_port()
-    procs = [_train(workdir, steps, _env(cache, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                                         JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
-             for i in range(2)]
+def _two_processes(workdir, steps, cache, cluster_env=None):
+    """Two training processes; ``cluster_env(rank)`` gives a launcher's variables instead
+    of JAX's own (``jax.distributed`` then finds the cluster by itself)."""
+    if cluster_env is None:
+        port = _free_port()
+        envs = [_env(cache, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                     JAX_PROCESS_ID=str(i)) for i in range(2)]
+    else:
+        envs = [_env(cache, **cluster_env(i)) for i in range(2)]
+    procs = [_train(workdir, steps, env, distributed=True) for env in envs]
     results = []
     for p in procs:
         try:
@@ -102,3 +110,70 @@ def test_two_processes_train_like_one_process_with_two_devices_and_resume(tmp_pa
     reference = [r for r in _logged(tmp_path / "single") if "eval/psnr_hole" in r][-1]
     for key in ("eval/psnr", "eval/psnr_hole", "eval/ssim", "eval/l1_hole"):
         assert final[key] == pytest.approx(reference[key], rel=1e-4), key
+
+
+# ------------------------------------------------------------ cluster launchers
+# jax.distributed.initialize() with no arguments detects Slurm and Open MPI from
+# their variables (jax/_src/clusters/slurm_cluster.py, ompi_cluster.py) and
+# derives the coordinator's port from the job id: 61440 + job_id % 4096 (Open
+# MPI: of the job id in OMPI_MCA_orte_hnp_uri divided by 4096). The tests pick a
+# free port in that range and fake the job id that maps to it.
+JOB_PORTS = range(61440, 65536)
+
+
+def _free_job_port() -> int:
+    for port in np.random.default_rng().permutation(JOB_PORTS):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", int(port)))
+            except OSError:
+                continue
+        return int(port)
+    raise RuntimeError("no free port in 61440-65535")
+
+
+@pytest.fixture(scope="module")
+def xla_cache(tmp_path_factory):
+    """One compilation cache for the launcher tests: the Slurm and Open MPI runs compile the same step."""
+    return tmp_path_factory.mktemp("xla_cache")
+
+
+@pytest.fixture(scope="module")
+def one_process_two_devices(tmp_path_factory, xla_cache):
+    """The reference: one process with two devices, 2 steps (metrics by step)."""
+    workdir = tmp_path_factory.mktemp("single")
+    run = _train(workdir, 2, _env(xla_cache, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+    out, err = run.communicate(timeout=480)
+    assert run.returncode == 0, err[-3000:]
+    return _losses(workdir)
+
+
+def slurm_env(port):
+    """What ``srun --ntasks=2`` on one node sets (the variables JAX reads)."""
+    return lambda rank: dict(SLURM_JOB_ID=str(port - JOB_PORTS.start), SLURM_STEP_NODELIST="localhost",
+                             SLURM_NTASKS="2", SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank),
+                             SLURM_STEP_NUM_NODES="1", SLURM_NODEID="0")
+
+
+def ompi_env(port):
+    """What ``mpirun -np 2`` sets (Open MPI 4; the job id is a multiple of 4096)."""
+    uri = f"{(port - JOB_PORTS.start) * 4096}.0;tcp://127.0.0.1:{_free_port()}"
+    return lambda rank: dict(OMPI_MCA_orte_hnp_uri=uri, OMPI_COMM_WORLD_SIZE="2", OMPI_COMM_WORLD_RANK=str(rank),
+                             OMPI_COMM_WORLD_LOCAL_RANK=str(rank), OMPI_COMM_WORLD_LOCAL_SIZE="2",
+                             OMPI_COMM_WORLD_NODE_RANK="0")
+
+
+@pytest.mark.parametrize("launcher", [slurm_env, ompi_env], ids=["slurm", "openmpi"])
+def test_cluster_launchers_train_like_one_process_with_two_devices(launcher, one_process_two_devices, xla_cache,
+                                                                  tmp_path):
+    cluster_env = launcher(_free_job_port())
+    assert not any(k in cluster_env(0) or k in _env(tmp_path, **cluster_env(0)) for k in
+                   ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"))
+    results = _two_processes(tmp_path / "run", 2, xla_cache, cluster_env)
+    assert "done: step 2" in results[0][1] and "done:" not in results[1][1]
+    got = _losses(tmp_path / "run")
+    assert sorted(got) == [1, 2]
+    for step in (1, 2):
+        for key in KEYS:
+            assert got[step][key] == pytest.approx(one_process_two_devices[step][key], rel=1e-5, abs=1e-7), \
+                (step, key)

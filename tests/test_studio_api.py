@@ -48,7 +48,7 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(models):
-    with TestClient(server.create_app(eng.Engine(list(models)))) as c:
+    with TestClient(server.create_app(eng.Engine(list(models))), base_url="http://localhost") as c:
         yield c
 
 
@@ -134,7 +134,8 @@ def _error(r, status, needle):
 def test_bad_input_is_refused_in_one_json_line(client, models):
     image = crops(1)[0]
     good_mask = png(rect_mask(120, 160, 10, 10, 50, 50).astype(np.uint8) * 255)
-    _error(_post(client, "/api/inpaint", b"not an image", good_mask), 400, "image: not an image file")
+    _error(_post(client, "/api/inpaint", b"not an image", good_mask), 400,
+           "image: not a readable image (unknown or damaged format")
     _error(_post(client, "/api/inpaint", png(image), b"GIF89a nonsense"), 400, "mask: not")
     _error(_post(client, "/api/flow", png(image), png(np.zeros((160, 120), np.uint8))), 400,
            "mask is 120x160 but its image is 160x120")
@@ -158,7 +159,7 @@ def test_bad_input_is_refused_in_one_json_line(client, models):
 
 def test_uploads_over_the_limits_get_413(models):
     small = eng.Engine(list(models), max_bytes=100_000, max_pixels=20_000)
-    with TestClient(server.create_app(small)) as client:
+    with TestClient(server.create_app(small), base_url="http://localhost") as client:
         image = crops(1)[0]                                    # 160x120 = 19200 pixels: fits
         mask = png(rect_mask(120, 160, 10, 10, 50, 50).astype(np.uint8) * 255)
         assert _post(client, "/api/inpaint", png(image), mask).status_code == 200

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from shiftnet_jax.config import default_config
-from shiftnet_jax.inference import metrics, predict
+from shiftnet_jax.inference import evaluate, metrics, predict
 from shiftnet_jax.train import parallel
 from shiftnet_jax.train import step as training
 from shiftnet_jax.train.loop import TrainingDiverged, train_and_evaluate
@@ -168,12 +168,31 @@ def test_two_devices_match_one_device():
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 
+def test_final_eval_metrics_are_eval_py_numbers_on_the_same_checkpoint(tmp_path):
+    """One scorer: training's eval/* equal what eval.py reports for the saved checkpoint with
+    the same test images, masks and seed."""
+    config = tiny_config(num_steps=2, checkpoint_every=2, eval_batches=1)
+    summary = train_and_evaluate(config, tmp_path / "run")
+    report = evaluate.evaluate(tmp_path / "run", masks=config.data.mask, seed=config.seed,
+                               limit=config.batch_size * config.eval_batches,
+                               batch_size=config.batch_size, samples=0, progress=False,
+                               out_dir=tmp_path / "eval")
+    assert report["step"] == 2 and report["num_images"] == 2
+    ours = report["overall"]["shiftnet"]
+    for key, (region, metric) in {"psnr": ("whole", "psnr"), "psnr_hole": ("hole", "psnr"),
+                                  "ssim": ("whole", "ssim"), "l1_hole": ("hole", "l1"),
+                                  "l2_hole": ("hole", "l2")}.items():
+        np.testing.assert_allclose(summary[f"eval/{key}"], ours[region][metric], rtol=1e-6,
+                                   err_msg=key)
+    assert summary["eval/l1_hole"] > 0 and summary["eval/input_l1_hole"] > 0
+
+
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real_jit = parallel.jit_train_step
 
-    def poisoned(config, mesh):
+    def poisoned(config, mesh, parts=None):
         # From the 4th step on, the step reports a NaN generator loss.
-        step_fn = real_jit(config, mesh)
+        step_fn = real_jit(config, mesh, parts)
 
         def step(state, batch):
             state, scalars = step_fn(state, batch)
@@ -181,7 +200,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypat
             return state, {**scalars, "g_loss": bad}
         return step
 
-    monkeypatch.setattr(training, "jit_train_step", poisoned)
+    monkeypatch.setattr(parallel, "jit_train_step", poisoned)
     config = tiny_config(checkpoint_every=2, log_every=2, num_steps=20)
     with pytest.raises(TrainingDiverged, match="g_loss became nan.*last good checkpoint"):
         train_and_evaluate(config, tmp_path)
@@ -196,3 +215,22 @@ def test_cli_errors_are_one_line(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
+
+
+def test_a_complete_run_says_so_in_one_line(tmp_path, capsys):
+    from shiftnet_jax.train.loop import run_from_command_line
+
+    overrides = [("model.ngf", "4"), ("model.num_downs", "5"), ("discriminator.ndf", "4"),
+                 ("data.load_size", "40"), ("data.crop_size", "32"), ("data.num_workers", "2"),
+                 ("batch_size", "2"), ("num_steps", "2"), ("log_every", "1"), ("sample_every", "0"),
+                 ("checkpoint_every", "2"), ("eval_batches", "0")]
+    assert run_from_command_line("configs/sample.py", overrides, str(tmp_path)) == 0
+    assert "done: step 2" in capsys.readouterr().out
+    before = (tmp_path / "metrics.jsonl").read_text()
+    # The same command again: resumed at its last step, it trains nothing and says so.
+    assert run_from_command_line("configs/sample.py", overrides, str(tmp_path)) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"already complete: {tmp_path} is at step 2 of 2; nothing trained (a larger "
+        "--config.num_steps trains on, another --workdir starts afresh)"]
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]

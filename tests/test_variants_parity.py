@@ -2,77 +2,16 @@
 made by tools/make_variant_fixtures.py: res, res with BatchNorm, patch soft, res patch
 soft, face, the plain one with --add_mask2input 0 and with --use_spectral_norm_G 1), and the documented differences where the official code is wrong."""
 
-import functools
-
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import IN_REPO_FIXTURES, assert_gradients_match, nhwc
 
 from shiftnet_jax.nets.flip_shift import flip_shift
-from shiftnet_jax.nets.generator import ShiftNetGenerator
 from shiftnet_jax.nets.soft_shift import soft_shift
-from shiftnet_jax.torchfile.state_dicts import from_torch_state_dict
-
-CASES = ("res", "res_batch", "patch_soft", "res_patch_soft", "face", "rgb_input", "spectral")
-
-
-def rel(a, b):
-    return float(np.linalg.norm(np.asarray(a) - b) / np.linalg.norm(b))
-
-
-@functools.cache
-def load_variant(name):
-    """The fixture of one case, NHWC, with the model the converter builds for it."""
-    z = np.load(IN_REPO_FIXTURES / f"variant_{name}.npz")
-    ref = {k: z[k] for k in z.files if not k.startswith(("state/", "grad/"))}
-    state = {k[len("state/"):]: z[k] for k in z.files if k.startswith("state/")}
-    grad = {k[len("grad/"):]: z[k] for k in z.files if k.startswith("grad/")}
-    variant = str(z["meta_variant"])
-    # The soft variants have the keys of the hard ones: the variant must be named.
-    kwargs, variables = from_torch_state_dict(state, variant=variant)
-    assert kwargs.get("variant", "shift") == variant
-    kwargs.update(shift_sz=int(z["meta_shift_sz"]), mask_thred=int(z["meta_mask_thred"]),
-                  fuse=bool(z["meta_fuse"]),
-                  patch_order="reference" if "soft" in variant else "spatial")
-    image = (z["input_gt_u8"] / 127.5 - 1).astype(np.float32)
-    return dict(ref, kwargs=kwargs, variables=variables, state=state, grad=grad,
-                image=nhwc(image), hole=nhwc(z["mask"]).astype(np.float32),
-                weights=nhwc(z["loss_weights"]).astype(np.float32))
-
-
-@functools.cache
-def compiled(kwargs_items):
-    """One jitted function per architecture (compiling dominates on CPU): the gradient
-    of sum(output * R) and, as its auxiliary, the output and the shift features."""
-    model = ShiftNetGenerator(**dict(kwargs_items))
-
-    def loss(v, x, h, r):
-        output, features = model.apply(v, x, h, return_features=True)
-        return jnp.sum(output * r), (output, features)
-
-    return jax.jit(jax.grad(loss, has_aux=True))
-
-
-@functools.cache
-def run(name):
-    """(gradients, output, features) of one case."""
-    case = load_variant(name)
-    fn = compiled(tuple(sorted(case["kwargs"].items())))
-    return fn(case["variables"], case["image"], case["hole"], case["weights"])
-
-
-def output_errors(case, output):
-    """Relative output error; the face fixture keeps the hole square and the R-weighted
-    row and column sums of its 256x256 output (the whole does not compress)."""
-    if "output" in case:
-        return {"output": rel(output, nhwc(case["output"]))}
-    lo, hi = case["meta_crop"]
-    weighted = np.asarray(output) * case["weights"]
-    return {"hole square": rel(output[:, lo:hi, lo:hi], nhwc(case["output_crop"])),
-            "row sums": rel(weighted.sum(axis=2), np.moveaxis(case["output_rows"], 1, -1)),
-            "column sums": rel(weighted.sum(axis=1), np.moveaxis(case["output_cols"], 1, -1))}
+from tools.parity import VARIANT_CASES as CASES
+from tools.parity import expected_variant_gradients, load_variant, output_errors, rel
+from tools.parity import run_variant as run
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -90,9 +29,8 @@ def test_forward_matches_the_official_code(name):
 
 @pytest.mark.parametrize("name", CASES)
 def test_gradients_match_the_official_code(name):
-    case = load_variant(name)
     grads, _ = run(name)
-    _, expected = from_torch_state_dict(case["grad"], variant=case["kwargs"].get("variant"))
+    expected = expected_variant_gradients(name)
     grads = {"params": grads["params"]}
     assert jax.tree.structure(grads) == jax.tree.structure(expected)
     assert_gradients_match(grads, expected)

@@ -26,7 +26,7 @@ needed (they run on CPU as they are).
   calls them, with their gradients with respect to the output.
 * VGG16 style and content losses: the official ``VGG16FeatureExtractor`` (its
   ``models.vgg16`` replaced by a narrow VGG16 of torchvision's layout, as
-  ``benchmarks/reference_torch.py`` replaces it for timing: the real weights are a
+  ``tools/official.py`` replaces it for timing: the real weights are a
   download) on 2x3x32x32 fake and real images, summed as ``backward_G`` does, and
   their gradients with respect to the fake image.
 
@@ -44,14 +44,11 @@ import argparse
 import contextlib
 import io
 import os
-import sys
 
 import numpy as np
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
-from reference_torch import load_reference  # noqa: E402
+from official import load_reference  # tools/official.py (this script's folder is on sys.path)
 
 GANS = ("vanilla", "lsgan", "wgan_gp", "re_s_gan", "re_avg_gan")
 

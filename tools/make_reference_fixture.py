@@ -9,7 +9,7 @@ against: one ``shiftnet_ref_<case>.npz`` per hole (keys and layouts as in
 Nothing of the reference is copied here: it is imported at run time from the
 checkout given by ``--ref``, which must stay outside this repository. Needs a
 separate venv with torch and numpy (torchvision, scikit-image and Pillow are
-replaced by stand-ins, see ``benchmarks/reference_torch.py``)::
+replaced by stand-ins, see ``tools/official.py``)::
 
     python3 -m venv /work/venv-torch && /work/venv-torch/bin/pip install torch numpy
     /work/venv-torch/bin/python tools/make_reference_fixture.py \
@@ -54,7 +54,7 @@ What runs, and the few places where we deviate from the reference's own driver:
 
 Patches to the reference: none. No file of it is modified and none of its
 functions is replaced; the only run-time changes are those of
-``benchmarks/reference_torch.load_reference``: stand-in modules for its unused
+``tools/official.load_reference``: stand-in modules for its unused
 top-level imports (torchvision, scikit-image, Pillow, when missing) and a
 random-weight VGG16 in ``util.util`` (never called here). On CPU nothing calls
 ``torch.cuda``: with ``gpu_ids=[]`` every layer takes its CPU path.
@@ -77,8 +77,7 @@ import sys
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
-from reference_torch import load_reference  # noqa: E402  (stand-ins + imports the reference)
+from official import load_reference  # tools/official.py: stand-ins + imports the reference
 
 CASES = ("center", "irregular")
 

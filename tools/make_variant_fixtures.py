@@ -72,12 +72,9 @@ import sys
 import numpy as np
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from make_reference_fixture import closest_to_kink, make_hole, shift_is_well_posed  # noqa: E402
-
-sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
-from reference_torch import load_reference  # noqa: E402
+# Siblings in tools/ (this script's folder is on sys.path when it runs).
+from make_reference_fixture import closest_to_kink, make_hole, shift_is_well_posed
+from official import load_reference
 
 CASES = {
     "res": dict(cls="ResUnetGeneratorShiftTriple", variant="res", norm="instance"),

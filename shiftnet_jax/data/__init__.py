@@ -1,2 +1,3 @@
 """Images and masks in, training batches out: decoding, hole shapes, mask specs,
-sources (folders, TFDS, the sample, held-out regions) and the loader."""
+sources (folders, TFDS, the sample, held-out regions), crops, the loader and its
+worker processes."""

@@ -1,10 +1,15 @@
 """Host-side input pipeline: augmentation, masks, batching of an image source.
 
-Batches are dicts ``{"image": (B,H,W,3) float32 in [-1, 1], "hole": (B,H,W,1)
-float32, 1 = missing}``. Decoding, resizing and masks run on the host in
-worker threads (PIL and NumPy release the GIL), a few batches ahead of the
-training step. Sources (sample photos, folders, TFDS) are in
-:mod:`shiftnet_jax.data.sources`.
+Batches are dicts ``{"image": (B,H,W,3), "hole": (B,H,W,1)}``, hole 1 = missing:
+with ``dtype="float32"`` (the default) image in [-1, 1] and hole float32; with
+``dtype="uint8"`` the raw pixels 0..255 and a 0/1 uint8 hole, a quarter of the
+bytes, converted on the device by the training step (:func:`to_float` works on
+NumPy and JAX arrays alike). Decoding, resizing and masks run in worker
+processes (``backend="processes"``: no shared interpreter lock, batches
+assembled in shared memory, :mod:`shiftnet_jax.data.workers`) or threads,
+a few batches ahead of the training step. Sources (sample photos, folders,
+TFDS) are in :mod:`shiftnet_jax.data.sources`, crops in
+:mod:`shiftnet_jax.data.augment`.
 
 Determinism: epoch ``e`` visits ``permutation_e = rng(seed, e)`` of the
 images; host ``p`` of ``P`` takes every P-th entry (training drops the last
@@ -14,7 +19,8 @@ mask come from rngs seeded by ``(seed, epoch, image index)``, never from thread
 timing. Batch ``s`` is elements ``[s*B, (s+1)*B)`` (batches may span epochs),
 so ``start_step`` resumes exactly. An unreadable image is skipped with a
 warning: in training the next image of the host's epoch order takes its slot
-(this keeps the step -> data map exact); in evaluation it is dropped.
+(this keeps the step -> data map exact); in evaluation it is dropped. Every
+backend yields the same batches.
 
 Why Grain: ``grain.MapDataset`` + ``to_iter_dataset(ReadOptions(...))`` gives
 an ordered thread pool with bounded prefetch, tested on Python 3.11/3.12
@@ -37,37 +43,23 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from shiftnet_jax.data import masks, sources
+from shiftnet_jax.data import image_io, masks, sources, workers
+from shiftnet_jax.data.augment import crop_image, min_decode_side, preprocess, resize_shorter
+from shiftnet_jax.errors import UserError, escaped, first_line, one_line
+
+__all__ = ["Loader", "from_config", "make_loader", "preprocess", "resize_shorter", "to_float"]
+BACKENDS = ("auto", "processes", "grain", "threads")
 
 
-# --------------------------------------------------------------- transforms
-def resize_shorter(img: np.ndarray, size: int) -> np.ndarray:
-    """Bicubic resize so that the shorter side is ``size`` (aspect kept)."""
-    h, w = img.shape[:2]
-    if min(h, w) == size:
-        return img
-    s = size / min(h, w)
-    out = (max(size, round(w * s)), max(size, round(h * s)))
-    return np.asarray(Image.fromarray(img).resize(out, Image.BICUBIC))
-
-
-def preprocess(img: np.ndarray, *, crop_size: int, load_size: int | None, train: bool,
-               rng: np.random.Generator | None = None, scale_range=None) -> np.ndarray:
-    """uint8 image -> uint8 (crop, crop, 3): resize shorter side to ``load_size``
-    (at least ``crop_size``; in training times a random factor from ``scale_range``
-    if given), then a random crop + random h-flip (train) or the centre crop (eval)."""
-    load = load_size or min(img.shape[:2])
-    if train and scale_range:
-        load = round(load * float(rng.uniform(*scale_range)))
-    img = resize_shorter(img, max(crop_size, load))
-    h, w = img.shape[:2]
-    if train:
-        y, x = int(rng.integers(0, h - crop_size + 1)), int(rng.integers(0, w - crop_size + 1))
-        flip = bool(rng.random() < 0.5)
-    else:
-        y, x, flip = (h - crop_size) // 2, (w - crop_size) // 2, False
-    out = img[y:y + crop_size, x:x + crop_size]
-    return np.ascontiguousarray(out[:, ::-1] if flip else out)
+def to_float(batch: dict) -> dict:
+    """A uint8 batch -> image float32 in [-1, 1], hole float32 (float entries pass
+    through); NumPy or JAX arrays (the training step calls it under ``jit``)."""
+    out = dict(batch)
+    for key, scale in (("image", True), ("hole", False)):
+        x = batch[key]
+        if np.issubdtype(x.dtype, np.integer):
+            out[key] = image_io.from_uint8(x) if scale else x.astype(np.float32)
+    return out
 
 
 # ------------------------------------------------------------------- loader
@@ -85,6 +77,12 @@ class _Plan:
             raise ValueError(f"{n} images cannot be shared by {process_count} processes")
         self._cache, self._lock = collections.OrderedDict(), threading.Lock()
 
+    def __getstate__(self):  # pickled into worker processes: without the lock and cache
+        return {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_lock")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _cache=collections.OrderedDict(), _lock=threading.Lock())
+
     def order(self, epoch: int) -> np.ndarray:
         """This host's image indices for ``epoch``."""
         with self._lock:
@@ -97,8 +95,57 @@ class _Plan:
             return self._cache[epoch]
 
 
+class Elements:
+    """Stream position -> ``(image uint8 (C, C, 3), hole uint8 (C, C, 1))``, or None for an
+    image dropped in evaluation. Picklable (with cloudpickle) into worker processes."""
+
+    def __init__(self, source, plan: _Plan, *, crop_size, load_size, train, mask_fn, seed, scale_range):
+        self.source, self.plan, self.mask_fn, self.seed, self.train = source, plan, mask_fn, seed, train
+        self.crop = dict(crop_size=crop_size, load_size=load_size, train=train, scale_range=scale_range)
+        # Reduced-scale JPEG decoding in training only: evaluation scores the full decode,
+        # the same pixels as eval.py, inpainting and the studio read.
+        self.min_side = (min_decode_side(crop_size=crop_size, load_size=load_size, scale_range=scale_range)
+                         if train else None)
+        self.opens_files = hasattr(source, "open_image")
+
+    def read(self, idx):
+        """Image ``idx`` as an RGB PIL image, or None (with a warning) when unreadable."""
+        try:
+            if self.opens_files:
+                return self.source.open_image(idx, self.min_side)
+            return Image.fromarray(np.asarray(self.source[idx], np.uint8))
+        except Exception as e:  # corrupt / non-image / oversized / unreadable: skip, never fatal
+            name = escaped(getattr(self.source, "describe", lambda i: f"item {i}")(idx))
+            why = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {first_line(e)}"
+            why = why.removeprefix(f"{name}: ")  # image_io's messages start with the name
+            warnings.warn(f"skipping unreadable image {name}: {one_line(why)}",
+                          RuntimeWarning, stacklevel=2)
+            return None
+
+    def __call__(self, pos):
+        plan = self.plan
+        epoch, slot = divmod(pos, plan.share)
+        order = plan.order(epoch)
+        for k in range(plan.share if self.train else 1):  # train: next image of this epoch takes the slot
+            idx = int(order[(slot + k) % plan.share])
+            im = self.read(idx)
+            if im is not None:
+                break
+        else:
+            if not self.train:
+                return None
+            describe = getattr(self.source, "describe", lambda i: f"item {i}")
+            raise UserError(f"no readable image among the {plan.share} of this host's epoch "
+                            f"(the warnings above say why; first: {escaped(describe(int(order[slot])))})")
+        size = self.crop["crop_size"]
+        crop = crop_image(im, rng=np.random.default_rng([self.seed, epoch, idx, 0]), **self.crop)
+        hole = np.asarray(self.mask_fn(np.random.default_rng([self.seed, epoch, idx, 1]), (size, size)))
+        hole = (hole > 0.5).view(np.uint8)
+        return crop, hole[..., None] if hole.ndim == 2 else hole
+
+
 def _stack(examples):
-    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    return {"image": np.stack([e[0] for e in examples]), "hole": np.stack([e[1] for e in examples])}
 
 
 def _threaded(fn, positions, num_workers, window):
@@ -115,10 +162,12 @@ def _threaded(fn, positions, num_workers, window):
 
 class Loader:
     """Iterator of batches; ``step`` is the index of the next batch (resume with
-    ``make_loader(..., start_step=loader.step)``); ``steps_per_epoch`` is a float."""
+    ``make_loader(..., start_step=loader.step)``); ``steps_per_epoch`` is a float;
+    ``backend`` the one in use."""
 
-    def __init__(self, batches, start_step, steps_per_epoch):
-        self._it, self.step, self.steps_per_epoch = iter(batches), start_step, steps_per_epoch
+    def __init__(self, batches, start_step, steps_per_epoch, backend="threads", on_close=None):
+        self._it, self.step, self.steps_per_epoch, self.backend = iter(batches), start_step, steps_per_epoch, backend
+        self._on_close = on_close
 
     def __iter__(self):
         return self
@@ -128,80 +177,78 @@ class Loader:
         self.step += 1
         return batch
 
+    def close(self):
+        """Stop the workers now (they also stop when the loader is garbage-collected)."""
+        if self._on_close is not None:
+            self._on_close()
+
 
 def make_loader(source, *, batch_size: int, crop_size: int = 256, load_size: int | None = 350,
                 train: bool, mask_fn, seed: int = 0, num_epochs: int | None = None,
                 start_step: int = 0, process_index: int = 0, process_count: int = 1,
                 num_workers: int | None = None, prefetch: int = 2, backend: str = "auto",
-                scale_range=None) -> Loader:
+                scale_range=None, dtype: str = "float32") -> Loader:
     """Batches ``{"image", "hole"}`` from ``source`` (see the module docstring).
 
     Training: shuffled per epoch, random crop + flip, ``drop_remainder``,
     endless unless ``num_epochs``. Evaluation: source order, centre crop, last
     partial batch kept, ``num_epochs`` defaults to 1, hosts' shares may differ
-    by one image. ``mask_fn(rng, (H, W))``
-    gives one (H, W, 1) hole per image. ``backend``: "grain", "threads" or
-    "auto" (grain if installed).
+    by one image. ``mask_fn(rng, (H, W))`` gives one (H, W, 1) hole per image.
+    ``dtype``: "float32" or "uint8" (see the module docstring). ``backend``:
+    "processes", "grain" (threads), "threads" or "auto": processes for training
+    with ``num_workers`` >= 2 (default: the cores, at most 16), else grain if
+    installed, else threads.
     """
+    if dtype not in ("float32", "uint8"):
+        raise ValueError(f"dtype must be 'float32' or 'uint8', got {dtype!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
     plan = _Plan(len(source), seed=seed, train=train, process_index=process_index,
                  process_count=process_count)
     num_epochs = num_epochs if num_epochs is not None or train else 1
     stop = sys.maxsize if num_epochs is None else num_epochs * plan.share
-    describe = getattr(source, "describe", lambda i: f"item {i}")
-
-    def read(idx):
-        try:
-            return source[idx]
-        except Exception as e:  # corrupt / non-image / unreadable: skip, never fatal
-            warnings.warn(f"skipping unreadable image {describe(idx)}: {type(e).__name__}: {e}",
-                          RuntimeWarning, stacklevel=2)
-            return None
-
-    def element(pos):
-        epoch, slot = divmod(pos, plan.share)
-        order = plan.order(epoch)
-        for k in range(plan.share if train else 1):  # train: next image of this epoch takes the slot
-            idx = int(order[(slot + k) % plan.share])
-            img = read(idx)
-            if img is not None:
-                break
-        else:
-            if not train:
-                return None
-            raise RuntimeError(f"no readable image among the {plan.share} of this host's epoch")
-        crop = preprocess(img, crop_size=crop_size, load_size=load_size, train=train,
-                          rng=np.random.default_rng([seed, epoch, idx, 0]), scale_range=scale_range)
-        hole = np.asarray(mask_fn(np.random.default_rng([seed, epoch, idx, 1]), (crop_size, crop_size)),
-                          dtype=np.float32)
-        return {"image": crop.astype(np.float32) / 127.5 - 1.0,
-                "hole": hole[..., None] if hole.ndim == 2 else hole}
+    element = Elements(source, plan, crop_size=crop_size, load_size=load_size, train=train,
+                       mask_fn=mask_fn, seed=seed, scale_range=scale_range)
 
     # Training starts directly at the resumed position; eval (where images may
     # be dropped) recomputes and skips ``start_step`` batches.
     first = start_step * batch_size if train else 0
-    workers = num_workers or min(8, os.cpu_count() or 1)
+    num_workers = num_workers or min(16, os.cpu_count() or 1)
+    chosen = backend
     if backend == "auto":
-        backend = "grain" if importlib.util.find_spec("grain") else "threads"
-    if backend == "grain":
+        backend = ("processes" if train and num_workers >= 2 else
+                   "grain" if importlib.util.find_spec("grain") else "threads")
+    window, pool = max(1, prefetch) * batch_size, None
+    if backend == "processes":
+        try:
+            pool = workers.WorkerPool(element, num_workers=num_workers, prefetch=max(1, prefetch),
+                                      batch_size=batch_size, crop_size=crop_size)
+        except workers.NotPicklable as e:
+            if chosen != "auto":
+                raise
+            warnings.warn(f"{e}; the loader uses threads", RuntimeWarning, stacklevel=2)
+            backend = "grain" if importlib.util.find_spec("grain") else "threads"
+    if pool is not None:
+        it = ({"image": image, "hole": hole} for image, hole in
+              workers.rebatch(pool.chunks(first, stop), batch_size, keep_partial=not train))
+    elif backend == "grain":
         import grain
         it = (grain.MapDataset.range(first, stop).map(element)
-              .to_iter_dataset(grain.ReadOptions(num_threads=workers,
-                                                 prefetch_buffer_size=max(1, prefetch) * batch_size))
+              .to_iter_dataset(grain.ReadOptions(num_threads=num_workers, prefetch_buffer_size=window))
               .batch(batch_size, drop_remainder=train, batch_fn=_stack))
-    elif backend == "threads":
-        elems = (e for e in _threaded(element, range(first, stop), workers, max(1, prefetch) * batch_size)
-                 if e is not None)
+    else:
+        elems = (e for e in _threaded(element, range(first, stop), num_workers, window) if e is not None)
         chunks = iter(lambda: list(itertools.islice(elems, batch_size)), [])
         it = (_stack(c) for c in chunks if len(c) == batch_size or (c and not train))
-    else:
-        raise ValueError(f"unknown backend {backend!r}")
     batches = iter(it) if train else itertools.islice(iter(it), start_step, None)
-    return Loader(batches, start_step, plan.share / batch_size)
+    if dtype == "float32":
+        batches = map(to_float, batches)
+    return Loader(batches, start_step, plan.share / batch_size, backend, pool and pool.close)
 
 
 def from_config(cfg, *, train: bool, batch_size: int | None = None, mask_fn=None, seed: int | None = None,
                 start_step: int = 0, num_epochs: int | None = None, process_index: int | None = None,
-                process_count: int | None = None, source=None) -> Loader:
+                process_count: int | None = None, source=None, dtype: str = "float32") -> Loader:
     """A loader from ``config.data`` (ConfigDict or dict). Fields read:
 
     ``source`` ("sample" | "folder" | "paris" | "tfds" | "places"), ``dir``
@@ -211,7 +258,7 @@ def from_config(cfg, *, train: bool, batch_size: int | None = None, mask_fn=None
     split; defaults train / test-like folder, or train / validation),
     ``cache_dir``, ``load_size`` (350), ``crop_size`` (256), ``batch_size``,
     ``mask`` (spec for ``masks.make_mask_fn``, default "center"), ``seed``,
-    ``num_workers``, ``prefetch``. Keyword arguments override the config;
+    ``num_workers``, ``prefetch``, ``backend``. Keyword arguments override the config;
     process index/count default to JAX's.
     """
     if not hasattr(cfg, "get"):
@@ -229,4 +276,5 @@ def from_config(cfg, *, train: bool, batch_size: int | None = None, mask_fn=None
         seed=cfg.get("seed", 0) if seed is None else seed, num_epochs=num_epochs, start_step=start_step,
         process_index=process_index, process_count=process_count,
         num_workers=cfg.get("num_workers", None), prefetch=cfg.get("prefetch", 2),
-        scale_range=tuple(cfg.get("scale_range", ())) or None)
+        scale_range=tuple(cfg.get("scale_range", ())) or None, dtype=dtype,
+        backend=cfg.get("backend", "auto"))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -39,6 +40,7 @@ from shiftnet_jax.data.mask_shapes import (
     resize_nearest,
     stroke_mask,
 )
+from shiftnet_jax.errors import quote
 
 MaskFn = Callable[[np.random.Generator, "int | tuple[int, int]"], np.ndarray]
 
@@ -76,7 +78,7 @@ def mixture_mask(rng: np.random.Generator, size, kinds: Mapping[str, float]) -> 
     return _mixture_fn(fns, weights)(rng, size)
 
 
-def _mixture_parts(kinds) -> tuple[list[MaskFn], np.ndarray]:
+def _mixture_parts(kinds, load_files: bool = True) -> tuple[list[MaskFn], np.ndarray]:
     """Kind specs and normalised weights from a {name: weight or {"weight": w, **options}} map."""
     if not isinstance(kinds, Mapping) or not kinds:
         raise ValueError(f"kinds must be a non-empty mapping name -> weight, got {kinds!r}")
@@ -87,10 +89,10 @@ def _mixture_parts(kinds) -> tuple[list[MaskFn], np.ndarray]:
         if isinstance(entry, Mapping):
             options = dict(entry)
             weight = options.pop("weight", 1.0)
-            fns.append(make_mask_fn({"kind": name, **options}))
+            fns.append(make_mask_fn({"kind": name, **options}, load_files=load_files))
         else:
             weight = entry
-            fns.append(make_mask_fn(name))
+            fns.append(make_mask_fn(name, load_files=load_files))
         try:
             weight = float(weight)
         except (TypeError, ValueError):
@@ -115,7 +117,8 @@ def _mixture_fn(fns: list[MaskFn], probs: np.ndarray) -> MaskFn:
 # Files
 # ----------------------------------------------------------------------------
 
-def load_mask_image(path, size=None, threshold: float = image_io.MASK_THRESHOLD) -> np.ndarray:
+def load_mask_image(path, size=None, threshold: float = image_io.MASK_THRESHOLD,
+                    max_pixels: int = image_io.MAX_PIXELS) -> np.ndarray:
     """A mask read from an image file with :func:`shiftnet_jax.data.image_io.decode_mask`'s rule
     (bright = hole: strength > ``threshold``, 0 by default).
 
@@ -123,12 +126,13 @@ def load_mask_image(path, size=None, threshold: float = image_io.MASK_THRESHOLD)
       path: file path.
       size: optional int or (H, W); the mask is resized with nearest neighbour.
       threshold: 8-bit strength above which a pixel is a hole.
+      max_pixels: larger files are an ``image_io.ImageTooLarge`` error.
 
     Returns:
       (H, W, 1) float32, 1 = hole.
     """
     out_size = None if size is None else as_pair(size, "size")
-    mask = as_mask(image_io.read_mask(path, threshold=threshold))
+    mask = as_mask(image_io.read_mask(path, threshold=threshold, max_pixels=max_pixels))
     if out_size is not None and mask.shape[:2] != out_size:
         mask = resize_nearest(mask, out_size)
     return mask
@@ -139,28 +143,45 @@ def _mask_paths(paths) -> list[str]:
     if isinstance(paths, (str, os.PathLike)):
         root = os.fspath(paths)
         if not os.path.isdir(root):
-            raise ValueError(f"mask folder {root!r} does not exist")
+            raise ValueError(f"mask folder {quote(root, 200)} does not exist")
         found = image_io.list_images(root)
     elif isinstance(paths, Sequence):
         found = [os.fspath(p) for p in paths]
     else:
-        raise ValueError(f"paths must be a folder or a list of files, got {paths!r}")
+        raise ValueError(f"paths must be a folder or a list of files, got {quote(repr(paths), 200)}")
     if not found:
-        raise ValueError(f"no mask images found in {paths!r}")
+        raise ValueError(f"no mask images found in {quote(paths if isinstance(paths, str) else repr(paths), 200)}")
     return found
 
 
+def _read_masks(paths, threshold: float, max_pixels: int) -> list[np.ndarray]:
+    """Every readable mask of ``paths`` as bool (H, W, 1); a bad file is skipped with one
+    warning (as the loader skips a bad image); none readable is one ValueError line."""
+    found, loaded, bad = _mask_paths(paths), [], []
+    for p in found:
+        try:
+            loaded.append(image_io.read_mask(p, threshold=threshold, max_pixels=max_pixels)[..., None])
+        except image_io.InputError as e:
+            bad.append(str(e))
+            warnings.warn(f"skipping mask file: {e}", RuntimeWarning, stacklevel=3)
+    if not loaded:
+        raise ValueError(f"none of the {len(found)} mask files is readable (first: {bad[0]})")
+    return loaded
+
+
 def _files_fn(paths, threshold: float = image_io.MASK_THRESHOLD, min_ratio: float = 0.0,
-              max_ratio: float = 1.0) -> MaskFn:
+              max_ratio: float = 1.0, max_pixels: int = image_io.MAX_PIXELS) -> MaskFn:
     """Masks from files, loaded once, one chosen per call and resized (nearest) to ``size``.
 
     Only masks whose hole covers ``min_ratio`` to ``max_ratio`` of the image are kept (the
-    official random-mask models were trained on partial-conv masks of 20-30 %)."""
-    loaded = [load_mask_image(p, threshold=threshold) for p in _mask_paths(paths)]
-    ratios = [hole_ratio(m) for m in loaded]
+    official random-mask models were trained on partial-conv masks of 20-30 %). Masks are
+    kept as bool (1 byte a pixel) and returned as float32."""
+    loaded = _read_masks(paths, threshold, max_pixels)
+    ratios = [float(m.mean()) for m in loaded]
     kept = [m for m, r in zip(loaded, ratios) if min_ratio <= r <= max_ratio]
     if not kept:
-        raise ValueError(f"no mask in {paths!r} has a hole ratio in [{min_ratio}, {max_ratio}] "
+        raise ValueError(f"no mask in {quote(paths if isinstance(paths, str) else repr(paths), 200)} "
+                         f"has a hole ratio in [{min_ratio}, {max_ratio}] "
                          f"(their ratios: {min(ratios):.3f} to {max(ratios):.3f})")
     loaded = kept
 
@@ -168,7 +189,7 @@ def _files_fn(paths, threshold: float = image_io.MASK_THRESHOLD, min_ratio: floa
         check_rng(rng)
         out_size = as_pair(size, "size")
         mask = loaded[int(rng.integers(0, len(loaded)))]
-        return mask if mask.shape[:2] == out_size else resize_nearest(mask, out_size)
+        return as_mask((mask if mask.shape[:2] == out_size else resize_nearest(mask, out_size))[..., 0])
     return fn
 
 
@@ -218,7 +239,13 @@ def parse_mask_spec(text: str):
     return spec
 
 
-def make_mask_fn(spec) -> MaskFn:
+def check_mask_spec(spec):
+    """Raise ValueError (one line) for a spec :func:`make_mask_fn` would refuse, without
+    reading a mask file (a ``files`` spec's folder is listed, not decoded)."""
+    make_mask_fn(spec, load_files=False)
+
+
+def make_mask_fn(spec, *, load_files: bool = True) -> MaskFn:
     """A mask function ``fn(rng, size) -> (H, W, 1) float32`` from a spec.
 
     The one builder behind ``--config.data.mask``, ``eval.py --masks`` and the
@@ -267,15 +294,20 @@ def make_mask_fn(spec) -> MaskFn:
         if extra:
             raise ValueError(f"unknown option(s) {extra} for mask kind 'mix'; valid: 'kinds' "
                              "or kind=weight pairs such as mix:center=1,strokes=2")
-        return _mixture_fn(*_mixture_parts(kinds or _DEFAULT_MIX))
+        return _mixture_fn(*_mixture_parts(kinds or _DEFAULT_MIX, load_files))
     if kind == "files":
-        extra = sorted(set(options) - {"paths", "threshold", "min_ratio", "max_ratio"})
+        extra = sorted(set(options) - {"paths", "threshold", "min_ratio", "max_ratio", "max_pixels"})
         if extra or "paths" not in options:
             raise ValueError("mask kind 'files' takes the options 'paths' (a folder or a list of files), "
                              "'threshold' (8-bit strength above which a pixel is a hole, default 0) "
-                             "and 'min_ratio', 'max_ratio' (keep masks whose hole covers that share)")
+                             "'min_ratio', 'max_ratio' (keep masks whose hole covers that share) "
+                             "and 'max_pixels' (larger files are skipped)")
+        if not load_files:   # check_mask_spec: the files exist; reading them is the run's job
+            _mask_paths(options["paths"])
+            return None
         return _files_fn(options["paths"], options.get("threshold", image_io.MASK_THRESHOLD),
-                         float(options.get("min_ratio", 0.0)), float(options.get("max_ratio", 1.0)))
+                         float(options.get("min_ratio", 0.0)), float(options.get("max_ratio", 1.0)),
+                         int(options.get("max_pixels", image_io.MAX_PIXELS)))
 
     generator = _GENERATORS[kind]
     _options(generator, options, kind)

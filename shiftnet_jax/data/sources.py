@@ -2,7 +2,9 @@
 
 A source has ``__len__``, ``__getitem__(i) -> uint8 (H, W, 3)`` and
 ``describe(i)`` (a name for messages); :mod:`shiftnet_jax.data.loader` turns one into
-batches.
+batches. Sources of encoded files also have ``open_image(i, min_side)`` -> an RGB
+PIL image, decoded at a reduced JPEG scale where that keeps both sides >=
+``min_side`` (the loader's fast path: no array round trip, less decoding).
 
 * :class:`SampleSource` -- the offline default: colour photographs shipped
   inside the scikit-image wheel (read from ``skimage/data/`` directly, without
@@ -37,8 +39,10 @@ import re
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from shiftnet_jax.data.image_io import IMAGE_EXTENSIONS, decode_image, list_images
+from shiftnet_jax.data.image_io import IMAGE_EXTENSIONS, MAX_PIXELS, list_images, open_rgb, read_image
+from shiftnet_jax.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +61,13 @@ REGION_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_fiel
 class FolderSource:
     """Images under ``root`` (recursive, sorted; hidden files skipped)."""
 
-    def __init__(self, root, split: str | None = None, subdir: str | None = None):
+    def __init__(self, root, split: str | None = None, subdir: str | None = None,
+                 max_pixels: int = MAX_PIXELS):
         """``split`` ("train"/"test" or a subfolder name) picks a subfolder as the
-        module docstring says; ``subdir`` names one that must exist."""
+        module docstring says; ``subdir`` names one that must exist. An image over
+        ``max_pixels`` is an :class:`~shiftnet_jax.data.image_io.ImageTooLarge` error
+        (the loader skips it with a warning, as it does unreadable files)."""
+        self.max_pixels = max_pixels
         root = Path(root).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(f"image folder not found: {root}")
@@ -77,7 +85,10 @@ class FolderSource:
         return len(self.paths)
 
     def __getitem__(self, i):
-        return decode_image(self.paths[i])
+        return read_image(self.paths[i], getattr(self, "max_pixels", MAX_PIXELS))
+
+    def open_image(self, i, min_side=None):
+        return open_rgb(self.paths[i], min_side, getattr(self, "max_pixels", MAX_PIXELS))
 
     def describe(self, i):
         return self.paths[i]
@@ -122,13 +133,11 @@ class RegionSource:
 
     def __init__(self, paths, split: str, *, tile: int, test_fraction: float = 0.3,
                  gap: float = 0.05, max_side: int = 1024):
-        from PIL import Image
-
         if not paths:
             raise FileNotFoundError("no photos for the regions source")
         self.items, self.names = [], []
         for path in paths:
-            photo = decode_image(path)
+            photo = read_image(path)
             scale = min(1.0, max_side / max(photo.shape[:2]))
             if scale < 1.0:
                 size = (round(photo.shape[1] * scale), round(photo.shape[0] * scale))
@@ -203,27 +212,43 @@ class TfdsSource:
     def _index(self, i):
         return int(i if self.indices is None else self.indices[i])
 
-    def __getitem__(self, i):
+    def _item(self, i):
         img = self.ds[self._index(i)][self.image_key]
         if isinstance(img, np.ndarray) and img.dtype.kind in "OSV":  # encoded bytes in an array
             img = img.item()
-        if isinstance(img, (bytes, bytearray)):  # SkipDecoding: encoded JPEG/PNG
-            return decode_image(bytes(img))
-        img = np.asarray(img, dtype=np.uint8)
-        return np.repeat(img, 3, axis=-1) if img.ndim == 2 or img.shape[-1] == 1 else img[..., :3]
+        return bytes(img) if isinstance(img, (bytes, bytearray)) else img  # bytes: SkipDecoding
+
+    def __getitem__(self, i):
+        img = self._item(i)
+        return read_image(img) if isinstance(img, bytes) else _rgb_array(img)
+
+    def open_image(self, i, min_side=None):
+        img = self._item(i)
+        return open_rgb(img, min_side) if isinstance(img, bytes) else Image.fromarray(_rgb_array(img))
 
     def describe(self, i):
         return f"{self.name}/{self.split}[{self._index(i)}]"
 
 
+def _rgb_array(img) -> np.ndarray:
+    """A decoded TFDS image (H, W[, 1|3|4]) -> uint8 (H, W, 3)."""
+    img = np.asarray(img, dtype=np.uint8)
+    img = img[..., None] if img.ndim == 2 else img
+    return np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img[..., :3]
+
+
 def _open_tfds(name, split, data_dir, image_key, skip_decoding):
-    import tensorflow_datasets as tfds  # lazy: slow import, only needed here
+    try:
+        import tensorflow_datasets as tfds  # lazy: slow import, only needed here
+    except ImportError as e:
+        raise FileNotFoundError(f"data.source tfds needs tensorflow_datasets (pip install tensorflow-datasets): "
+                                f"{type(e).__name__}: {first_line(e)}") from None
     decoders = {image_key: tfds.decode.SkipDecoding()} if skip_decoding else None
     try:
         return tfds.data_source(name, split=split, data_dir=data_dir, download=False, decoders=decoders)
     except Exception as e:  # not prepared, wrong format, ...: one actionable line
         where = f" --data_dir={data_dir}" if data_dir else ""
-        first = (str(e).strip().splitlines() or [""])[0]
+        first = first_line(e)
         raise FileNotFoundError(
             f"TFDS dataset {name!r} split {split!r} is not prepared as ArrayRecord; prepare it once with "
             f"`tfds build {name} --file_format=array_record{where}` ({type(e).__name__}: {first})") from e
@@ -269,7 +294,7 @@ def _cached_filter(src: TfdsSource, wanted, cache_dir) -> np.ndarray:
 
 
 
-def make_source(cfg, train: bool):
+def make_source(cfg, train: bool, max_pixels: int = MAX_PIXELS):
     """The source named by ``cfg.source`` (a data config) for the train or eval split.
 
     Folders (``folder``, ``paris``): the split subfolder is ``train_split`` /
@@ -287,7 +312,7 @@ def make_source(cfg, train: bool):
         generic = "train" if train else "test"
         names = (split, *SPLIT_DIRS[generic]) if split else SPLIT_DIRS[generic]
         subdir = next((d for d in names if (root / d).is_dir()), None)
-        return FolderSource(root, subdir=subdir)
+        return FolderSource(root, subdir=subdir, max_pixels=max_pixels)
     if kind == "regions":
         return RegionSource.from_folders(cfg.get("dir", ""), "train" if train else "test",
                                          tile=max(cfg.get("crop_size", 256), cfg.get("load_size", 0) or 0))

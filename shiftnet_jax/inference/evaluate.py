@@ -14,7 +14,8 @@ scale: PSNR (dB), SSIM, mean L1 and mean l2, over the whole image and over the
 hole only, overall and per hole-ratio band (0-10 %, 10-20 %, ...). Images whose
 hole is empty are skipped (every method is exact there). Means ignore NaN (a
 hole SSIM is NaN when the hole lies within 5 px of the border); an exact match
-counts as 100 dB PSNR instead of +inf.
+counts as 100 dB PSNR instead of +inf. :class:`ScoreTable` is this scorer; the
+training loop's evaluations use it too, so their ``eval/*`` numbers are these.
 
 ``evaluate`` writes ``report.json``, ``report.md`` and ``sample_*.png`` (input,
 ours, baselines, ground truth side by side) and returns the report dict.
@@ -32,18 +33,19 @@ from pathlib import Path
 
 import cv2
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from shiftnet_jax import checkpoint
 from shiftnet_jax.data import image_io, sources
 from shiftnet_jax.data import loader as datalib
 from shiftnet_jax.data import masks as masklib
+from shiftnet_jax.data.image_io import from_uint8, to_uint8
 from shiftnet_jax.inference import metrics
-from shiftnet_jax.inference.predict import forward, pad_batch
-from shiftnet_jax.train.reporting import to_uint8
+from shiftnet_jax.inference.predict import default_size, forward, pad_batch
+from shiftnet_jax.nets.generator import check_image_size
 
-METHODS = ("shiftnet", "telea", "navier_stokes", "mean_fill")
+BASELINES = ("telea", "navier_stokes", "mean_fill")
+COMPARED = ("shiftnet",) + BASELINES   # the methods eval.py scores, in its table's order
 METRICS = ("psnr", "ssim", "l1", "l2")
 REGIONS = ("whole", "hole")
 INPAINT_RADIUS = 3
@@ -62,8 +64,52 @@ def _scores_one(pred, image, hole):
 def _scores(preds, image, hole):
     """{region: {metric: (M, B)}} of uint8 ``preds`` (M, B, H, W, 3) against ``image``
     (B, H, W, 3) in [-1, 1]: all methods in one call."""
-    preds = preds.astype(jnp.float32) / 127.5 - 1.0
-    return jax.vmap(_scores_one, in_axes=(0, None, None))(preds, image, hole)
+    return jax.vmap(_scores_one, in_axes=(0, None, None))(from_uint8(preds), image, hole)
+
+
+class ScoreTable:
+    """Per-image scores of each method, added batch by batch; means over the images with a
+    hole, NaN dropped. The one scorer of ``eval.py`` and of training's ``eval/*`` metrics.
+
+    ``methods`` name the results :meth:`add` is given (e.g. :data:`COMPARED`).
+    """
+
+    def __init__(self, methods):
+        self.methods = tuple(methods)
+        self._rows = {m: {r: {k: [] for k in METRICS} for r in REGIONS} for m in self.methods}
+        self._ratio, self._band = [], []
+
+    def add(self, results: dict, image, hole, keep=None):
+        """Score uint8 ``results`` ({method: (B, H, W, 3)}) against ``image`` (B, H, W, 3) in
+        [-1, 1] with ``hole`` (B, H, W, 1); rows where ``keep`` (B,) is False are padding.
+        (A fixed B compiles once.)"""
+        keep = np.ones(len(image), bool) if keep is None else np.asarray(keep, bool)
+        s = jax.device_get(_scores(np.stack([results[m] for m in self.methods]), image, hole))
+        for j, m in enumerate(self.methods):
+            for r in REGIONS:
+                for k in METRICS:
+                    v = np.asarray(s[r][k][j])[keep]
+                    self._rows[m][r][k].append(np.minimum(v, PSNR_CAP) if k == "psnr" else v)
+        self._ratio.append(np.asarray(masklib.hole_ratio(np.asarray(hole)), np.float64)[keep])
+        self._band.append(np.asarray(metrics.hole_ratio_band(hole))[keep])
+
+    @property
+    def hole_ratio(self) -> np.ndarray:
+        """(N,) hole fraction of every image added."""
+        return np.concatenate(self._ratio) if self._ratio else np.zeros(0)
+
+    @property
+    def band(self) -> np.ndarray:
+        """(N,) hole-ratio band (:func:`metrics.hole_ratio_band`) of every image added."""
+        return np.concatenate(self._band) if self._band else np.zeros(0, int)
+
+    def means(self, select=None) -> dict:
+        """``{method: {region: {metric: mean or None}}}`` over the images ``select`` (N,) bool
+        picks (default: those with a hole); NaN scores are left out."""
+        select = self.hole_ratio > 0 if select is None else select
+        return {m: {r: {k: _mean(np.concatenate(self._rows[m][r][k])[select] if self._rows[m][r][k]
+                                 else np.zeros(0)) for k in METRICS} for r in REGIONS}
+                for m in self.methods}
 
 
 def baselines(image: np.ndarray, hole: np.ndarray, pool=None) -> dict[str, np.ndarray]:
@@ -81,10 +127,10 @@ def baselines(image: np.ndarray, hole: np.ndarray, pool=None) -> dict[str, np.nd
     return {"telea": cv(cv2.INPAINT_TELEA), "navier_stokes": cv(cv2.INPAINT_NS), "mean_fill": fill}
 
 
-def _mask_fn(spec, threshold):
+def _mask_fn(spec, threshold, max_pixels: int = image_io.CLI_MAX_PIXELS):
     """``make_mask_fn`` of a spec, or of a mask folder read with ``threshold``."""
     if isinstance(spec, str) and spec.partition(":")[0] not in masklib.KINDS and os.path.isdir(spec):
-        spec = {"kind": "files", "paths": spec, "threshold": threshold}
+        spec = {"kind": "files", "paths": spec, "threshold": threshold, "max_pixels": max_pixels}
     return masklib.make_mask_fn(spec)
 
 
@@ -123,14 +169,11 @@ def _mean(values: np.ndarray):
     return float(values.mean()) if values.size else None
 
 
-def _summary(scores, select) -> dict:
-    return {m: {r: {k: _mean(scores[m][r][k][select]) for k in METRICS} for r in REGIONS} for m in METHODS}
-
-
 def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: int = 16,
              limit: int | None = None, seed: int = 0, samples: int = 4, size: int | None = None,
              step: int | None = None, progress: bool = True, generator=None,
-             mask_threshold: float = image_io.MASK_THRESHOLD) -> dict:
+             mask_threshold: float = image_io.MASK_THRESHOLD,
+             max_pixels: int = image_io.CLI_MAX_PIXELS) -> dict:
     """Score a checkpoint and the baselines; write the reports; return the report dict.
 
     Args:
@@ -141,6 +184,7 @@ def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: i
         with ``seed`` (same seed, same holes).
       mask_threshold: for a mask folder, the 8-bit strength above which a pixel is a
         hole (default 0: nonzero = hole).
+      max_pixels: images and masks over this many pixels are skipped with a warning.
       out_dir: where reports and samples go (default ``ckpt_dir/eval``).
       batch_size: images per jitted call; limit: only the first ``limit`` images.
       size: image side (default the config's ``crop_size``; a multiple of 2**num_downs).
@@ -154,21 +198,20 @@ def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: i
     start = time.perf_counter()
     model, variables, config = generator or checkpoint.load_generator(ckpt_dir, step)
     dcfg = dict(config.get("data") or {})
-    crop = size or dcfg.get("crop_size") or 256
-    if crop % 2 ** model.num_downs:
-        raise ValueError(f"image size {crop} must be a multiple of 2**num_downs = {2 ** model.num_downs}")
+    crop = size or default_size(config)
+    check_image_size(crop, crop, model.num_downs)
     load = max(crop, round((dcfg.get("load_size") or crop) * crop / (dcfg.get("crop_size") or crop)))
-    source = sources.FolderSource(data) if data else sources.make_source(dcfg, train=False)
+    source = (sources.FolderSource(data, max_pixels=max_pixels) if data
+              else sources.make_source(dcfg, train=False, max_pixels=max_pixels))
     described = str(data) if data else f"{dcfg.get('source', 'sample')} {dcfg.get('eval_split', 'test')}"
     source = _Head(source, limit) if limit else source
     batch_size = max(1, min(batch_size, len(source)))  # no padding work for small sets
     loader = datalib.make_loader(source, batch_size=batch_size, crop_size=crop, load_size=load,
-                                 train=False, mask_fn=_mask_fn(masks, mask_threshold), seed=seed)
+                                 train=False, mask_fn=_mask_fn(masks, mask_threshold, max_pixels), seed=seed)
     out_dir = Path(out_dir) if out_dir else Path(ckpt_dir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    rows = {m: {r: {k: [] for k in METRICS} for r in REGIONS} for m in METHODS}
-    ratios, band_rows, sample_paths = [], [], []
+    table, sample_paths = ScoreTable(COMPARED), []
     with warnings.catch_warnings(record=True) as caught, \
             concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         warnings.simplefilter("always", RuntimeWarning)
@@ -179,36 +222,27 @@ def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: i
             ours = to_uint8(forward(model, variables, image_p, hole_p).composite[:b])
             gt = to_uint8(image)
             preds = {"shiftnet": ours, **baselines(gt, hole[..., 0] > 0.5, pool)}
-            s = jax.device_get(_scores(np.stack([pad_batch(preds[m], batch_size) for m in METHODS]), image_p, hole_p))
-            for j, m in enumerate(METHODS):
-                for r in REGIONS:
-                    for k in METRICS:
-                        v = s[r][k][j, :b]
-                        rows[m][r][k].append(np.minimum(v, PSNR_CAP) if k == "psnr" else v)
-            ratios.append(masklib.hole_ratio(hole))
-            band_rows.append(np.asarray(metrics.hole_ratio_band(hole_p))[:b])
+            table.add({m: pad_batch(preds[m], batch_size) for m in COMPARED}, image_p, hole_p,
+                      keep=np.arange(batch_size) < b)
             for i in range(min(b, samples - len(sample_paths))):
                 masked = np.where(hole[i] > 0.5, 255, gt[i]).astype(np.uint8)
-                panel = _panel([masked] + [preds[m][i] for m in METHODS] + [gt[i]],
+                panel = _panel([masked] + [preds[m][i] for m in COMPARED] + [gt[i]],
                                ["input", "Shift-Net", "Telea", "Navier-Stokes", "mean fill", "truth"])
                 sample_paths.append(out_dir / f"sample_{len(sample_paths):03d}.png")
-                cv2.imwrite(str(sample_paths[-1]), panel[..., ::-1])
+                image_io.save_png(sample_paths[-1], panel)
     unreadable = [str(w.message) for w in caught if "unreadable" in str(w.message)]
     for w in caught:  # pass on the warnings that are not ours to count
         if "unreadable" not in str(w.message):
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    scores = {m: {r: {k: np.concatenate(rows[m][r][k]) if rows[m][r][k] else np.zeros(0)
-                      for k in METRICS} for r in REGIONS} for m in METHODS}
-    ratio = np.concatenate(ratios) if ratios else np.zeros(0)
+    ratio, band = table.hole_ratio, table.band
     nonempty = ratio > 0
     skipped_empty = int((~nonempty).sum())
-    band = np.concatenate(band_rows) if band_rows else np.zeros(0, int)
     bands = {}
     for k in range(metrics.NUM_BANDS):
         sel = nonempty & (band == k)
         if sel.any():
             bands[f"{10 * k}-{10 * (k + 1)}%"] = {"n": int(sel.sum()), "hole_ratio": float(ratio[sel].mean()),
-                                                  "results": _summary(scores, sel)}
+                                                  "results": table.means(sel)}
     elapsed = time.perf_counter() - start
     report = {
         "checkpoint": str(ckpt_dir), "step": config.get("step"), "model": config.get("model", {}),
@@ -217,8 +251,8 @@ def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: i
         "skipped": {"empty_hole": skipped_empty, "unreadable": len(unreadable)},
         "metrics": "composited 8-bit results vs ground truth on the [0, 1] scale; PSNR in dB (max 100); "
                    "l1/l2 = mean absolute/squared error; hole = over hole pixels only",
-        "methods": list(METHODS),
-        "overall": _summary(scores, nonempty),
+        "methods": list(COMPARED),
+        "overall": table.means(nonempty),
         "bands": bands,
         "samples": [p.name for p in sample_paths],
         "seconds": round(elapsed, 2),
@@ -241,9 +275,9 @@ def _cells(result) -> list[str]:
 
 def _rows(report):
     """(band, n, method, 8 metric cells) rows: overall first, then each band."""
-    yield from (["all", str(report["num_images"]), m, *_cells(report["overall"][m])] for m in METHODS)
+    yield from (["all", str(report["num_images"]), m, *_cells(report["overall"][m])] for m in COMPARED)
     for label, band in report["bands"].items():
-        yield from ([label, str(band["n"]), m, *_cells(band["results"][m])] for m in METHODS)
+        yield from ([label, str(band["n"]), m, *_cells(band["results"][m])] for m in COMPARED)
 
 
 def table(report) -> str:

@@ -74,15 +74,8 @@ def mean_l1(a, b, mask=None) -> jax.Array:
 
 @jax.jit
 def mean_l2(a, b, mask=None) -> jax.Array:
-    """Mean squared error on the [0, 1] scale (the paper's "mean l2").
-
-    Args:
-      a, b: (B, H, W, C) images in [-1, 1].
-      mask: optional (H, W, 1) or (B, H, W, 1); average over its pixels only.
-
-    Returns:
-      (B,) float32; NaN where the mask is empty.
-    """
+    """Mean squared error on the [0, 1] scale (the paper's "mean l2"); arguments and
+    result as :func:`mean_l1`."""
     a, b = _images(a, b)
     return _mean(jnp.square(a - b), mask)
 

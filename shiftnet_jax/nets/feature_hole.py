@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-METHODS = ("nearest", "conv")
+RULES = ("nearest", "conv")   # how a pixel hole becomes a feature hole (``method``)
 CONV_THRESHOLD = 5.0 / 16.0
 
 
@@ -31,8 +31,8 @@ def feature_hole(hole, levels: int, method: str = "nearest"):
     Returns:
       (B, H / 2**levels, W / 2**levels) bool, True = missing feature position.
     """
-    if method not in METHODS:
-        raise ValueError(f"feature_hole method must be one of {METHODS}, got {method!r}")
+    if method not in RULES:
+        raise ValueError(f"feature_hole method must be one of {RULES}, got {method!r}")
     hole = jnp.asarray(hole)
     if hole.ndim == 4:
         hole = hole[..., 0]

@@ -28,10 +28,22 @@ import jax
 import jax.numpy as jnp
 
 from shiftnet_jax.nets.conv import Conv4x4
-from shiftnet_jax.nets.feature_hole import METHODS as FEATURE_HOLE_METHODS
+from shiftnet_jax.nets.feature_hole import RULES as FEATURE_HOLE_RULES
 from shiftnet_jax.nets.feature_hole import feature_hole
 from shiftnet_jax.nets.layers import NORMS, SpectralNorm, conv_init, make_norm
-from shiftnet_jax.nets.shift_level import ShiftLevel, check_options
+from shiftnet_jax.nets.shift_level import ShiftLevel, ShiftOptions, shift_options
+
+
+def size_multiple(num_downs: int) -> int:
+    """What every image side must be a multiple of: one halving per encoder level."""
+    return 2 ** num_downs
+
+
+def check_image_size(height: int, width: int, num_downs: int):
+    """ValueError (one line) unless both sides are multiples of :func:`size_multiple`."""
+    multiple = size_multiple(num_downs)
+    if height % multiple or width % multiple:
+        raise ValueError(f"image size {height}x{width} must be a multiple of 2**num_downs = {multiple}")
 
 
 class ShiftFeatures(NamedTuple):
@@ -45,6 +57,15 @@ class ShiftFeatures(NamedTuple):
     decoded: jax.Array
     encoded: jax.Array
     hole: jax.Array
+
+
+def _conv_then_norm(level, conv, x, train: bool):
+    """``conv`` (spectrally normalised if ``level.spectral_norm``), then ``level.norm`` if
+    any: the tail of a U-Net level, inside its ``__call__`` (submodules "sn", "norm")."""
+    x = SpectralNorm(conv, name="sn")(x, train) if level.spectral_norm else conv(x)
+    if level.norm:
+        x = make_norm(level.norm, train, level.dtype, "norm")(x)
+    return x
 
 
 class Down(nn.Module):
@@ -70,10 +91,7 @@ class Down(nn.Module):
             conv = nn.Conv(self.features, (self.kernel_size,) * 2, strides=(2, 2),
                            padding=((pad, pad), (pad, pad)), dtype=self.dtype,
                            kernel_init=conv_init, name="conv")
-        x = SpectralNorm(conv, name="sn")(x, train) if self.spectral_norm else conv(x)
-        if self.norm:
-            x = make_norm(self.norm, train, self.dtype, "norm")(x)
-        return x
+        return _conv_then_norm(self, conv, x, train)
 
 
 class Up(nn.Module):
@@ -91,13 +109,10 @@ class Up(nn.Module):
         # PyTorch's ConvTranspose2d(4, 2, 1) with the kernel flipped (see torchfile/state_dicts.py).
         conv = Conv4x4(self.features, transpose=True, impl=self.conv_impl, dtype=self.dtype,
                        kernel_init=conv_init, name="conv")
-        x = SpectralNorm(conv, name="sn")(x, train) if self.spectral_norm else conv(x)
-        if self.norm:
-            x = make_norm(self.norm, train, self.dtype, "norm")(x)
-        return x
+        return _conv_then_norm(self, conv, x, train)
 
 
-class ShiftNetGenerator(nn.Module):
+class ShiftNetGenerator(ShiftOptions, nn.Module):
     """The Shift-Net U-Net generator.
 
     Attributes:
@@ -113,16 +128,11 @@ class ShiftNetGenerator(nn.Module):
       conv_impl: how the 4x4 stride-2 convs are computed (same parameters and
         results): "auto" (per backend), "lax", "subpixel", "taps", "im2col";
         see :mod:`shiftnet_jax.nets.conv`.
-      use_shift: False gives the same U-Net without the shift (the official code's
-        ``unet_256``, the paper's ablation): the shift level concatenates only
-        [decoded, encoded]. Its features are still returned for the guidance loss.
-      variant: the official generator it is (``shiftnet_jax.nets.shift_level.VARIANTS``):
-        "shift", "res", "patch_soft", "res_patch_soft" or "face".
-      shift_sz, mask_thred, fuse, stride: the official options of the same names
-        (patch size of the soft shift, hole positions a patch may hold, score
-        fusion, stride; see :mod:`shiftnet_jax.nets.soft_shift`).
-      patch_order: soft shift patches as the official code orders them
-        ("reference", for its checkpoints) or as the method describes ("spatial").
+      variant, use_shift, triple_weight, shift_sz, mask_thred, fuse, stride,
+        patch_order: the shift level's options (keyword-only), declared once in
+        :class:`shiftnet_jax.nets.shift_level.ShiftOptions`. ``use_shift=False`` gives
+        the same U-Net without the shift (the official ``unet_256``, the paper's
+        ablation); its features are still returned for the guidance loss.
       add_mask2input: append the known-pixel channel to the input (official default).
       spectral_norm: spectral normalisation of every U-Net conv, PyTorch's semantics
         (the official ``--use_spectral_norm_G``; :mod:`shiftnet_jax.nets.layers`).
@@ -133,32 +143,23 @@ class ShiftNetGenerator(nn.Module):
     norm: str = "instance"
     shift_layer: int = 3
     feature_hole: str = "nearest"
-    triple_weight: float = 1.0
     output_channels: int = 3
     dtype: Any = jnp.float32
     shift_tile: int | None = None
     conv_impl: str = "auto"
-    use_shift: bool = True
-    variant: str = "shift"
-    shift_sz: int = 1
-    mask_thred: int = 1
-    fuse: bool = False
-    stride: int = 1
-    patch_order: str = "spatial"
     add_mask2input: bool = True
     spectral_norm: bool = False
 
     def setup(self):
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
-        if self.feature_hole not in FEATURE_HOLE_METHODS:
-            raise ValueError(f"feature_hole must be one of {FEATURE_HOLE_METHODS}, "
+        if self.feature_hole not in FEATURE_HOLE_RULES:
+            raise ValueError(f"feature_hole must be one of {FEATURE_HOLE_RULES}, "
                              f"got {self.feature_hole!r}")
         if not 2 <= self.shift_layer <= self.num_downs - 1:
             raise ValueError(f"shift_layer must lie in [2, num_downs - 1 = "
                              f"{self.num_downs - 1}], got {self.shift_layer}")
-        check_options(self.variant, self.shift_sz, self.mask_thred, self.stride,
-                      self.patch_order, self.shift_layer)
+        self.check_shift_options(self.shift_layer)
         widths = self.widths
         last = self.num_downs - 1
         # Unlike pix2pix, the reference gives every generator conv a bias, also
@@ -169,14 +170,18 @@ class ShiftNetGenerator(nn.Module):
                  kernel_size=6 if self.variant == "face" and i == 2 else 4,
                  spectral_norm=self.spectral_norm)
             for i in range(self.num_downs)]
-        self.shift_level = ShiftLevel(
-            self.variant, self.use_shift, self.triple_weight, self.shift_tile, self.shift_sz,
-            self.mask_thred, self.fuse, self.stride, self.patch_order, self.dtype)
+        self.shift_level = ShiftLevel(**shift_options(self), shift_tile=self.shift_tile,
+                                      dtype=self.dtype)
         self.up = [
             Up(widths[i - 1] if i else self.output_channels, norm=self.norm if i else None,
                conv_impl=self.conv_impl, dtype=self.dtype, name=f"up_{i}",
                spectral_norm=self.spectral_norm)
             for i in range(self.num_downs)]
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this (``2**num_downs``)."""
+        return size_multiple(self.num_downs)
 
     @property
     def widths(self):
@@ -192,10 +197,7 @@ class ShiftNetGenerator(nn.Module):
         if hole.shape != image.shape[:3] + (1,):
             raise ValueError(f"hole must be (B, H, W, 1) matching image {image.shape}, "
                              f"got {hole.shape}")
-        multiple = 2 ** self.num_downs
-        if image.shape[1] % multiple or image.shape[2] % multiple:
-            raise ValueError(f"image size {image.shape[1]}x{image.shape[2]} must be a "
-                             f"multiple of 2**num_downs = {multiple}")
+        check_image_size(image.shape[1], image.shape[2], self.num_downs)
         known = 1.0 - hole.astype(self.dtype)
         image = image.astype(self.dtype)
         rgb = image * known if zero_fill else image

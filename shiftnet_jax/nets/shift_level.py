@@ -22,6 +22,7 @@ differ at the shift level (features at ``H / 2**shift_layer``, decoder part
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -52,6 +53,58 @@ def shift_hole(hole, shift_sz: int, mask_thred: int):
     return soft.hole_counts(hole, shift_sz) >= mask_thred
 
 
+@dataclasses.dataclass(repr=False, eq=False)
+class ShiftOptions:
+    """The shift level's options: their one declaration.
+
+    ``ShiftLevel`` and ``ShiftNetGenerator`` inherit these fields (keyword-only),
+    the training config's ``model`` group and ``convert``'s flags take their
+    defaults from :data:`SHIFT_DEFAULTS`, and :meth:`check_shift_options` is
+    their one validation. ``variant``: a key of :data:`VARIANTS`; ``use_shift``:
+    False gives the official ``unet_256`` (no shift); ``triple_weight``: gradient
+    scale through the hard shift; ``shift_sz``, ``mask_thred``, ``fuse``,
+    ``stride``: the official options of those names; ``patch_order``: soft shift
+    patches as the official code orders them ("reference") or as the method
+    describes ("spatial"); see :mod:`shiftnet_jax.nets.soft_shift`.
+    """
+
+    _: dataclasses.KW_ONLY
+    variant: str = "shift"
+    use_shift: bool = True
+    triple_weight: float = 1.0
+    shift_sz: int = 1
+    mask_thred: int = 1
+    fuse: bool = False
+    stride: int = 1
+    patch_order: str = "spatial"
+
+    def check_shift_options(self, shift_layer: int = 3):
+        """ValueError (one line) for options no variant runs (``shift_layer``: where the
+        shift sits, which the face variant fixes)."""
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if self.shift_sz < 1 or self.shift_sz % 2 == 0:
+            raise ValueError(f"shift_sz must be odd and positive, got {self.shift_sz}")
+        if self.stride != 1:
+            raise ValueError(f"stride must be 1 (the official shifts crash for others), got {self.stride}")
+        if self.mask_thred < 0:
+            raise ValueError(f"mask_thred must be >= 0, got {self.mask_thred}")
+        if self.patch_order not in soft.PATCH_ORDERS:
+            raise ValueError(f"patch_order must be one of {soft.PATCH_ORDERS}, got {self.patch_order!r}")
+        if self.variant == "face" and shift_layer != 3:
+            raise ValueError(f"the face variant shifts at shift_layer 3 (its 6x6 conv is "
+                             f"there), got {shift_layer}")
+
+
+SHIFT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ShiftOptions)}
+
+
+def shift_options(source) -> dict:
+    """The shift options of a generator, a ShiftOptions or a dict (missing: the defaults)."""
+    get = source.get if isinstance(source, dict) else lambda k, d: getattr(source, k, d)
+    return {k: get(k, d) for k, d in SHIFT_DEFAULTS.items()}
+
+
 class ResBlock(nn.Module):
     """conv3x3 -> InstanceNorm -> ReLU -> conv3x3 -> InstanceNorm (no affine), C channels."""
 
@@ -70,19 +123,12 @@ class ResBlock(nn.Module):
         return x
 
 
-class ShiftLevel(nn.Module):
+class ShiftLevel(ShiftOptions, nn.Module):
     """The shift level of a variant: (decoded, encoded, hole[, flipped, flipped hole]) ->
-    the up conv's input. Shapes (B, h, w, C) and (B, h, w) bool."""
+    the up conv's input. Shapes (B, h, w, C) and (B, h, w) bool. The options:
+    :class:`ShiftOptions`; ``shift_tile``: column tile of the hard shift (None: automatic)."""
 
-    variant: str = "shift"
-    use_shift: bool = True
-    triple_weight: float = 1.0
     shift_tile: int | None = None
-    shift_sz: int = 1
-    mask_thred: int = 1
-    fuse: bool = False
-    stride: int = 1
-    patch_order: str = "spatial"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -107,19 +153,3 @@ class ShiftLevel(nn.Module):
             return jnp.concatenate([decoded + residual, encoded], axis=-1)
         return jnp.concatenate([decoded, encoded, shifted], axis=-1)
 
-
-def check_options(variant, shift_sz, mask_thred, stride, patch_order, shift_layer):
-    """ValueError (one line) for options no variant runs."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-    if shift_sz < 1 or shift_sz % 2 == 0:
-        raise ValueError(f"shift_sz must be odd and positive, got {shift_sz}")
-    if stride != 1:
-        raise ValueError(f"stride must be 1 (the official shifts crash for others), got {stride}")
-    if mask_thred < 0:
-        raise ValueError(f"mask_thred must be >= 0, got {mask_thred}")
-    if patch_order not in soft.PATCH_ORDERS:
-        raise ValueError(f"patch_order must be one of {soft.PATCH_ORDERS}, got {patch_order!r}")
-    if variant == "face" and shift_layer != 3:
-        raise ValueError(f"the face variant shifts at shift_layer 3 (its 6x6 conv is "
-                         f"there), got {shift_layer}")

@@ -1,6 +1,8 @@
 """The studio's HTTP side: a Starlette app serving the page and the JSON/PNG API.
 
     GET  /             the page (static/index.html)
+    GET  /local        the local mode (static/local.html): the ONNX model runs in the
+                       browser (built by python -m shiftnet_jax.studio.build_local)
     GET  /api/health   models, working sizes, limits
     POST /api/inpaint  multipart image, mask [, model, dilate] -> image/png
     POST /api/flow     the same fields -> JSON: the shift's source of every hole position
@@ -10,9 +12,12 @@ Every refusal is a 4xx with ``{"error": "one line"}``; the server keeps serving.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import socket
+import threading
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -24,8 +29,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from shiftnet_jax.data import image_io
+from shiftnet_jax.errors import first_line
 from shiftnet_jax.studio import engine as eng
+from shiftnet_jax.studio import guard
 from shiftnet_jax.studio.engine import BadInput, Engine, TooLarge
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -90,8 +96,9 @@ async def _fields(request: Request, engine: Engine):
             text[name] = (value or "").strip()
         model = engine.model(text["model"] or None)
         dilate = text["dilate"] or "0"
-    if not dilate.isdigit() or int(dilate) > MAX_DILATE:
-        raise BadInput(f"dilate must be a whole number of pixels from 0 to {MAX_DILATE}, got {dilate!r}")
+    if not (dilate.isascii() and dilate.isdigit()) or int(dilate) > MAX_DILATE:  # not "١٢"
+        raise BadInput(f"dilate must be a whole number of pixels from 0 to {MAX_DILATE} (digits 0-9), "
+                       f"got {ascii(dilate)[:40]}")
     # Decoding is CPU work: off the event loop, but not on the device thread.
     image = await run_in_threadpool(eng.decode_image, blobs["image"], engine.max_pixels)
     mask = await run_in_threadpool(eng.decode_mask, blobs["mask"], image.shape[:2], engine.max_pixels)
@@ -107,18 +114,43 @@ def _guard(endpoint):
         except (BadInput, HTTPException):
             raise
         except Exception as e:  # noqa: BLE001 - the server must keep serving
-            what = f"{type(e).__name__}: {image_io.first_line(e)}"
+            what = f"{type(e).__name__}: {first_line(e)}"
             log.error("error: %s %s: %s", request.method, request.url.path, what)
             return _error(500, f"inpainting failed on the server ({what})")
 
     return guarded
 
 
-def create_app(engine: Engine) -> Starlette:
-    """The studio as an ASGI app (``engine`` holds the models and the limits)."""
+@contextlib.asynccontextmanager
+async def _while_connected(request: Request):
+    """A threading.Event set when the client goes away; the device thread skips queued work
+    whose client is gone (it is checked just before the forward starts)."""
+    gone = threading.Event()
+
+    async def watch():
+        while not gone.is_set():
+            if await request.is_disconnected():
+                gone.set()
+                log.info("client of %s went away: its work is dropped", request.url.path)
+                return
+            await asyncio.sleep(0.2)
+
+    task = asyncio.create_task(watch())
+    try:
+        yield gone
+    finally:
+        task.cancel()
+
+
+def create_app(engine: Engine, hosts=guard.LOOPBACK_NAMES) -> Starlette:
+    """The studio as an ASGI app (``engine`` holds the models and the limits); it answers
+    requests whose Host (and Origin, for POSTs) is one of ``hosts`` (see ``guard``)."""
 
     async def index(request):
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def local(request):
+        return FileResponse(STATIC / "local.html", headers={"Cache-Control": "no-cache"})
 
     async def health(request):
         return JSONResponse(engine.health())
@@ -126,7 +158,10 @@ def create_app(engine: Engine) -> Starlette:
     @_guard
     async def inpaint(request):
         model, image, mask, dilate = await _fields(request, engine)
-        out = await engine.inpaint(model, image, mask, dilate)
+        async with _while_connected(request) as gone:
+            out = await engine.inpaint(model, image, mask, dilate, gone)
+        if out is None:  # the client went away: nobody reads an answer
+            return Response(status_code=499)
         png = await run_in_threadpool(eng.encode_png, out)
         return Response(png, media_type="image/png",
                         headers={"X-Model": model.name, "Cache-Control": "no-store"})
@@ -134,7 +169,10 @@ def create_app(engine: Engine) -> Starlette:
     @_guard
     async def flow(request):
         model, image, mask, dilate = await _fields(request, engine)
-        body = await engine.flow(model, image, mask, dilate)
+        async with _while_connected(request) as gone:
+            body = await engine.flow(model, image, mask, dilate, gone)
+        if body is None:
+            return Response(status_code=499)
         body["model"] = model.name
         return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
@@ -142,10 +180,11 @@ def create_app(engine: Engine) -> Starlette:
         return _error(exc.status, str(exc))
 
     async def http_error(request, exc: HTTPException):
-        return _error(exc.status_code, str(exc.detail).splitlines()[0] if exc.detail else "error")
+        return _error(exc.status_code, first_line(str(exc.detail)) if exc.detail else "error")
 
     routes = [
         Route("/", index),
+        Route("/local", local),
         Route("/api/health", health),
         Route("/api/inpaint", inpaint, methods=["POST"]),
         Route("/api/flow", flow, methods=["POST"]),
@@ -154,7 +193,7 @@ def create_app(engine: Engine) -> Starlette:
     app = Starlette(routes=routes, exception_handlers={
         BadInput: bad_input, HTTPException: http_error})
     app.state.engine = engine
-    return BodyLimit(app, engine.max_bytes)
+    return guard.HostGuard(BodyLimit(app, engine.max_bytes), hosts)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -177,5 +216,7 @@ def make_server(app, sock: socket.socket, *, access_log: bool = False):
     import uvicorn
 
     config = uvicorn.Config(app, log_level="info" if access_log else "warning",
-                            access_log=access_log, timeout_graceful_shutdown=5)
+                            access_log=access_log, timeout_graceful_shutdown=5,
+                            http=guard.HeaderTimeoutH11, timeout_keep_alive=5,
+                            limit_concurrency=guard.MAX_CONNECTIONS)
     return uvicorn.Server(config)

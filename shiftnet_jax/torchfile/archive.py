@@ -18,10 +18,17 @@ import zlib
 
 import numpy as np
 
-from shiftnet_jax.torchfile.limits import CheckpointError, UnsupportedCheckpointError, limit, quote
+from shiftnet_jax.torchfile.limits import (
+    CheckpointError,
+    UnsupportedCheckpointError,
+    limit,
+    quote,
+)
 
 MAX_FILE_BYTES = 2 << 30      # the released Shift-Net weights are ~209 MB
 ZIP_DIRECTORY_BYTES_PER_ENTRY = 256  # central directory bound = this x (max_entries + 64)
+MAX_ZIP_EXTRA = 1024          # bytes of one record's extra field (zip64's is 28; 64 KB of empty
+                              # sub-records makes zipfile's _decodeExtra quadratic)
 _CHUNK = 1 << 20
 
 
@@ -93,6 +100,44 @@ class _BoundedReads(io.RawIOBase):
         return self.f.read(want)
 
 
+def check_zip_directory(f, size: int, max_entries: int, bound: int | None = None):
+    """Check a zip's end record and central directory before :mod:`zipfile` parses them: at
+    most ``max_entries + 64`` records in at most ``bound`` bytes (default
+    ZIP_DIRECTORY_BYTES_PER_ENTRY x (max_entries + 64)), no extra field over MAX_ZIP_EXTRA.
+    Raises CheckpointLimitError; leaves a malformed directory to zipfile's own errors."""
+    bound = ZIP_DIRECTORY_BYTES_PER_ENTRY * (max_entries + 64) if bound is None else bound
+    tail_start = max(0, size - (1 << 16) - 22)
+    f.seek(tail_start)
+    tail = f.read(size - tail_start)
+    end = tail.rfind(b"PK\x05\x06")
+    if end < 0 or len(tail) - end < 22:
+        return  # not a zip: zipfile says so
+    count, cd_size, cd_offset = struct.unpack("<HII", tail[end + 10:end + 20])
+    locator = end - 20
+    if (count == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF) and locator >= 0 \
+            and tail[locator:locator + 4] == b"PK\x06\x07":
+        (z64,) = struct.unpack("<Q", tail[locator + 8:locator + 16])
+        f.seek(z64)
+        record = f.read(56)
+        if len(record) == 56 and record[:4] == b"PK\x06\x06":
+            count, cd_size, cd_offset = struct.unpack("<QQQ", record[32:56])
+    if count > max_entries + 64:
+        raise limit("zip records", count, "max_entries (+64)", max_entries + 64)
+    if cd_size > bound:
+        raise limit("zip central directory bytes", cd_size, "max_entries (x256 bytes)", bound)
+    if cd_offset + cd_size > size:
+        return  # zipfile reports it (or finds the directory of a prefixed archive)
+    f.seek(cd_offset)
+    directory, pos = f.read(cd_size), 0
+    for _ in range(count):
+        if directory[pos:pos + 4] != b"PK\x01\x02" or pos + 46 > len(directory):
+            return  # malformed: zipfile's error
+        name, extra, comment = struct.unpack("<HHH", directory[pos + 28:pos + 34])
+        if extra > MAX_ZIP_EXTRA:
+            raise limit("a zip record's extra field bytes", extra, "MAX_ZIP_EXTRA", MAX_ZIP_EXTRA)
+        pos += 46 + name + extra + comment
+
+
 class ZipArchive:
     """The records of a torch zip checkpoint: one folder, no duplicate names."""
 
@@ -100,6 +145,7 @@ class ZipArchive:
         self.f, self.size = f, size
         bound = ZIP_DIRECTORY_BYTES_PER_ENTRY * (max_entries + 64)
         try:
+            check_zip_directory(f, size, max_entries, bound)
             infos = zipfile.ZipFile(_BoundedReads(f, size, bound, "max_entries (x256 bytes)")).infolist()
         except CheckpointError:
             raise

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from shiftnet_jax.errors import (
+    UserError,
+    quote,  # noqa: F401 - re-exported for the reader's modules
+)
+
 # Defaults, generous for any real state dict; each is a keyword argument of
 # torchfile.reader.read_torch_state_dict.
 MAX_PICKLE_BYTES = 16 << 20   # the object pickle (a 1000-tensor state dict needs ~100 KB)
@@ -14,9 +19,10 @@ MAX_OBJECTS = 500_000         # objects built (~15 per tensor)
 MAX_OPCODES = 1_000_000       # opcodes executed (~30 per tensor; ~1.3 us each)
 MAX_STRING = 1 << 20          # characters of one str/bytes
 MAX_INT_BITS = 128            # the legacy format's magic number has 77
+MAX_INT_KEYS = 100_000        # integer dict keys (optimizer state ids; a model state dict has none)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """Any problem reading a checkpoint; str(e) is one line naming the file and the problem."""
 
 
@@ -43,13 +49,3 @@ class Limits:
 
 def limit(what: str, value, name: str, bound) -> CheckpointLimitError:
     return CheckpointLimitError(f"{what} ({value}) exceeds {name}={bound}")
-
-
-def quote(text, n: int = 60) -> str:
-    """``text`` quoted for a message: at most ``n`` characters, control characters escaped."""
-    text = text if isinstance(text, str) else str(text)  # ints are < 2**128: short
-    cut = text[:n]
-    out = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in cut)
-    return "'" + out[: n + 20] + ("…'" if len(text) > n else "'")
-
-

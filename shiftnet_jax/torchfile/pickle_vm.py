@@ -27,6 +27,7 @@ import pickletools
 
 from shiftnet_jax.torchfile.limits import (
     MAX_INT_BITS,
+    MAX_INT_KEYS,
     MAX_STRING,
     CheckpointError,
     Limits,
@@ -65,6 +66,13 @@ _INT_OPS = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"}
 _CONST = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
 
 
+class Budget:
+    """What the pickles of one file have spent so far (see :func:`load_pickle`)."""
+
+    def __init__(self):
+        self.opcodes = self.objects = self.int_keys = 0
+
+
 class _Machine:
     def __init__(self, find_class, persistent_load, limits: Limits):
         self.find_class, self.persistent_load, self.limits = find_class, persistent_load, limits
@@ -72,7 +80,7 @@ class _Machine:
         self.depth = {}      # id(container) -> nesting depth
         self.sealed = set()  # ids of lists/dicts already inside another container
         self.alive = []      # keeps every container alive, so that ids stay unique
-        self.objects = self.opcodes = 0
+        self.objects = self.opcodes = self.int_keys = 0
 
     # -- bookkeeping
     def _depth(self, x) -> int:
@@ -275,19 +283,33 @@ class _Machine:
             if type(k) not in (str, int):
                 raise CheckpointError(f"malformed pickle: a dict key is {describe(k)}; "
                                       "a state dict's keys are strings")
+            if type(k) is int:
+                # Python's int hash is k mod 2**61 - 1, unsalted: 240,000 keys k * (2**61 - 1)
+                # all hash to 0 and insertion turns quadratic. Below 2**31 hashes are the keys
+                # themselves (only -1 and -2 share one), and their count is bounded.
+                self.int_keys += 1
+                if not -(2 ** 31) <= k < 2 ** 31:
+                    raise CheckpointError(f"malformed pickle: a dict key is the integer {describe(k)}; "
+                                          "integer keys (optimizer state ids) are below 2**31")
+                if self.int_keys > MAX_INT_KEYS:
+                    raise limit("integer dict keys", self.int_keys, "MAX_INT_KEYS", MAX_INT_KEYS)
         self._grow(target, dict, items[1::2])
         for k, v in zip(keys, items[1::2]):
             target[k] = v
 
 
-def load_pickle(f, find_class, persistent_load, limits: Limits = Limits()):
+def load_pickle(f, find_class, persistent_load, limits: Limits = Limits(), budget=None):
     """Build the object of the pickle at ``f`` (positioned after it on return).
 
     ``find_class(module, name)`` returns a :class:`Reducer`, a plain value, or
     raises; ``persistent_load(pid)`` turns a persistent id into an object.
+    ``budget`` (a :class:`Budget`) carries the opcodes, objects and integer keys spent over
+    several pickles of one file (a legacy file has five): the limits bound their sum.
     Raises :class:`CheckpointError` (or a subclass) for anything else.
     """
     machine = _Machine(find_class, persistent_load, limits)
+    budget = Budget() if budget is None else budget
+    machine.opcodes, machine.objects, machine.int_keys = budget.opcodes, budget.objects, budget.int_keys
     try:
         return machine.run(f)
     except CheckpointError:
@@ -295,3 +317,5 @@ def load_pickle(f, find_class, persistent_load, limits: Limits = Limits()):
     except (ValueError, EOFError, OverflowError, MemoryError) as e:
         # genops: unknown opcode, an argument cut short, a bad decimal...
         raise CheckpointError(f"truncated or corrupt pickle ({type(e).__name__}: {str(e)[:80]})") from None
+    finally:
+        budget.opcodes, budget.objects, budget.int_keys = machine.opcodes, machine.objects, machine.int_keys

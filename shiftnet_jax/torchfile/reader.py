@@ -38,7 +38,7 @@ from shiftnet_jax.torchfile.limits import (
     limit,
     quote,
 )
-from shiftnet_jax.torchfile.pickle_vm import Reducer, describe, load_pickle
+from shiftnet_jax.torchfile.pickle_vm import Budget, Reducer, describe, load_pickle
 from shiftnet_jax.torchfile.tensors import (
     Storage,
     Tensor,
@@ -212,9 +212,10 @@ def _read_zip(f, size, lim: Limits, max_entries):
 def _read_legacy(f, size, lim: Limits):
     head = f.read(min(size, lim.max_pickle_bytes))
     stream = io.BytesIO(head)
+    budget = Budget()  # the five pickles share the limits on opcodes and objects
 
     def header(what):
-        return load_pickle(stream, _no_class, _no_pid, lim)
+        return load_pickle(stream, _no_class, _no_pid, lim, budget)
 
     try:
         magic = header("magic number")
@@ -249,7 +250,7 @@ def _read_legacy(f, size, lim: Limits):
         if header("protocol version") != _LEGACY_PROTOCOL:
             raise CheckpointError("unsupported legacy protocol version")
         header("sys info")  # torch ignores it: legacy storages are little-endian regardless
-        obj = load_pickle(stream, _find_class, persistent_load, lim)
+        obj = load_pickle(stream, _find_class, persistent_load, lim, budget)
         keys = header("storage keys")
     except CheckpointError as e:
         if len(head) < size and str(e).startswith("truncated"):

@@ -315,11 +315,10 @@ def check_variables(model_kwargs, variables):
     Raises ValueError naming the first missing, unexpected, misshapen or
     non-float32 variable. Builds no arrays (``jax.eval_shape``).
     """
-
-    size = 2 ** model_kwargs["num_downs"]
+    model = ShiftNetGenerator(**model_kwargs)
+    size = model.size_multiple
     image = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     hole = jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32)
-    model = ShiftNetGenerator(**model_kwargs)
     want = traverse_util.flatten_dict(jax.eval_shape(model.init, jax.random.key(0), image, hole), sep="/")
     have = traverse_util.flatten_dict(variables, sep="/")
     for path in sorted(set(want) | set(have)):

@@ -13,7 +13,12 @@ import math
 import numpy as np
 
 from shiftnet_jax.torchfile import archive
-from shiftnet_jax.torchfile.limits import CheckpointError, UnsupportedCheckpointError, limit, quote
+from shiftnet_jax.torchfile.limits import (
+    CheckpointError,
+    UnsupportedCheckpointError,
+    limit,
+    quote,
+)
 from shiftnet_jax.torchfile.pickle_vm import describe
 
 MAX_KEY_CHARS = 1024          # characters of one flattened key
@@ -79,8 +84,13 @@ def select(obj):
         raise CheckpointError(f"the pickle holds {describe(obj)}, not a state dict")
     if any(isinstance(v, Tensor) for v in obj.values()):
         return obj
-    nested = [k for k, v in obj.items()
-              if type(v) is dict and any(isinstance(x, Tensor) for x in v.values())]
+    holds = {}  # id -> holds a tensor: each dict is searched once, however many keys share it
+
+    def holds_tensor(v) -> bool:
+        if id(v) not in holds:
+            holds[id(v)] = any(isinstance(x, Tensor) for x in v.values())
+        return holds[id(v)]
+    nested = [k for k, v in obj.items() if type(v) is dict and holds_tensor(v)]
     if len(nested) == 1:
         return obj[nested[0]]
     for key in _WRAPPER_KEYS:

@@ -11,6 +11,7 @@ Workdir layout::
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import signal
@@ -23,9 +24,10 @@ import numpy as np
 
 from shiftnet_jax import checkpoint
 from shiftnet_jax import config as configlib
+from shiftnet_jax.data import image_io, masks, sources
 from shiftnet_jax.data import loader as data
-from shiftnet_jax.data import sources
-from shiftnet_jax.inference import metrics, predict
+from shiftnet_jax.data.image_io import to_uint8
+from shiftnet_jax.inference import evaluate, predict
 from shiftnet_jax.train import official_config, parallel, reporting
 from shiftnet_jax.train import step as training
 
@@ -78,43 +80,47 @@ def _mean_scalars(pending):
 def predict_batch(model, variables, batch, mesh):
     """The sharded forward on this process's batch -> (image, hole, Prediction), gathered from
     every process (a collective: every process must call it)."""
-    sharded = parallel.shard_batch({k: batch[k] for k in ("image", "hole")}, mesh)
+    sharded = parallel.shard_batch(data.to_float({k: batch[k] for k in ("image", "hole")}), mesh)
     prediction = predict.forward(model, variables, sharded["image"], sharded["hole"])
     return (parallel.gather(sharded["image"]), parallel.gather(sharded["hole"]),
             predict.Prediction(parallel.gather(prediction.composite), parallel.gather(prediction.output), None))
 
 
-def evaluate(state, config, mesh, model, local_batch: int, source):
-    """Hole and whole-image metrics of the composite on up to ``eval_batches`` test batches.
+# eval/* key -> (method, region, metric) of the ScoreTable: the names experiments/ read.
+EVAL_KEYS = {"psnr": ("shiftnet", "whole", "psnr"), "psnr_hole": ("shiftnet", "hole", "psnr"),
+             "ssim": ("shiftnet", "whole", "ssim"), "l1_hole": ("shiftnet", "hole", "l1"),
+             "l2_hole": ("shiftnet", "hole", "l2"), "input_psnr_hole": ("input", "hole", "psnr"),
+             "input_l1_hole": ("input", "hole", "l1")}
+
+
+def score_test_batches(state, config, mesh, model, local_batch: int, source, mask_fn) -> dict:
+    """``eval/*`` metrics of the composite on up to ``eval_batches`` test batches, scored as
+    ``eval.py`` scores (:class:`~shiftnet_jax.inference.evaluate.ScoreTable`: 8-bit results,
+    images without a hole and NaN values left out of the means). ``input`` is the masked
+    input (the hole mid-grey): the empty-hole baseline.
 
     Every process runs the same number of batches (a collective per batch); a
     process whose share of the test images ran out sends an empty batch that
     counts for nothing.
     """
     loader = data.from_config(config.data, train=False, batch_size=local_batch, source=source,
-                              seed=config.seed)
+                              seed=config.seed, mask_fn=mask_fn)
     share = math.ceil(len(source) / jax.process_count())
-    sums, count = {}, 0
+    side = config.data.crop_size
+    empty = {"image": np.zeros((0, side, side, 3), np.float32),
+             "hole": np.zeros((0, side, side, 1), np.float32)}
+    table = evaluate.ScoreTable(("shiftnet", "input"))
     for _ in range(min(config.eval_batches, math.ceil(share / local_batch))):
-        batch = next(loader, None) or {"image": np.zeros((0,) + (config.data.crop_size,) * 2 + (3,), np.float32),
-                                       "hole": np.zeros((0,) + (config.data.crop_size,) * 2 + (1,), np.float32)}
+        batch = next(loader, None) or empty
         valid = predict.pad_batch(np.ones(len(batch["image"]), bool), local_batch)
         padded = {k: predict.pad_batch(v, local_batch) for k, v in batch.items()}
-        padded["valid"] = valid
         image, hole, prediction = predict_batch(model, state.generator, padded, mesh)
         keep = parallel.gather(parallel.shard_batch({"valid": valid}, mesh)["valid"])
-        image, hole, fake = image[keep], hole[keep], prediction.composite[keep]
-        if not len(image):
-            continue
-        values = {"psnr": metrics.psnr(fake, image), "psnr_hole": metrics.psnr(fake, image, hole),
-                  "ssim": metrics.ssim(fake, image), "l1_hole": metrics.mean_l1(fake, image, hole),
-                  "l2_hole": metrics.mean_l2(fake, image, hole),
-                  "input_psnr_hole": metrics.psnr(image * (1 - hole), image, hole),
-                  "input_l1_hole": metrics.mean_l1(image * (1 - hole), image, hole)}
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + float(np.nansum(np.asarray(v)))
-        count += len(image)
-    return {f"eval/{k}": v / max(count, 1) for k, v in sums.items()}
+        table.add({"shiftnet": to_uint8(prediction.composite), "input": to_uint8(image * (1 - hole))},
+                  image, hole, keep)
+    means = table.means()
+    scores = {f"eval/{key}": means[m][r][k] for key, (m, r, k) in EVAL_KEYS.items()}
+    return {k: v for k, v in scores.items() if v is not None}   # None: no image had a hole
 
 
 def train_and_evaluate(config, workdir) -> dict:
@@ -131,26 +137,32 @@ def train_and_evaluate(config, workdir) -> dict:
     if main_process:
         checkpoint.write_config(workdir, config.to_dict())
 
+    # Built once for the run: the networks and optimiser, and the mask function (for a
+    # ``files`` spec this reads every mask image).
+    parts = training.make_parts(config)
+    mask_fn = masks.make_mask_fn(configlib.mask_spec(config))
+
     mngr = checkpoint.manager(workdir, max_to_keep=config.keep_checkpoints)
-    create_state = (official_config.create_state if config.get("compat") == "official"
-                    else training.create_state)
-    state = parallel.replicate(create_state(config, config.data.crop_size), mesh)
+    if config.get("compat") == "official":   # the official code's step and D (docs/official-mode.md)
+        state = parallel.replicate(official_config.create_state(config, config.data.crop_size), mesh)
+    else:
+        state = parallel.replicate(training.create_state(config, config.data.crop_size, parts), mesh)
     restored_step, restored = checkpoint.restore(mngr, target=state)
     if restored is not None:
         state = restored
     start = int(jax.device_get(state.step))
 
     loader = data.from_config(config.data, train=True, batch_size=local_batch, source=source,
-                              seed=config.seed, start_step=start)
+                              seed=config.seed, start_step=start, mask_fn=mask_fn, dtype="uint8")
     steps = total_steps(config, loader.steps_per_epoch)
-    step_fn = parallel.jit_train_step(config, mesh)
-    generator, _ = training.make_models(config)
-    eval_sources = []  # opened on first use, then reused by every evaluation
-
-    def eval_source():
-        if not eval_sources:
-            eval_sources.append(sources.make_source(config.data, train=False))
-        return eval_sources[0]
+    if start >= steps:  # resumed at its last step: nothing to train (the caller says so)
+        loader.close()
+        mngr.close()
+        return {"step": start, "already_complete": steps}
+    step_fn = parallel.jit_train_step(config, mesh, parts)
+    generator = parts.generator
+    # Opened on first use, then reused by every evaluation.
+    eval_source = functools.cache(lambda: sources.make_source(config.data, train=False))
     writer = reporting.MetricWriter(workdir, enabled=main_process)
     from tqdm import tqdm
 
@@ -190,23 +202,26 @@ def train_and_evaluate(config, workdir) -> dict:
                 if config.sample_every and step % config.sample_every == 0:
                     image, hole, prediction = predict_batch(generator, state.generator, batch, mesh)
                     if main_process:
-                        reporting.save_png(workdir / "samples" / f"step_{step:07d}.png",
-                                           reporting.sample_grid(image, hole, prediction.output))
+                        image_io.save_png(workdir / "samples" / f"step_{step:07d}.png",
+                                          reporting.sample_grid(image, hole, prediction.output))
                 if step % config.checkpoint_every == 0:
                     save()
                 if config.eval_every and step % config.eval_every == 0 and step < steps:
                     flush()
-                    writer.write(step, evaluate(state, config, mesh, generator, local_batch, eval_source()))
+                    writer.write(step, score_test_batches(state, config, mesh, generator, local_batch,
+                                                          eval_source(), mask_fn))
             if stop.signal is not None:
                 bar.write(f"{stop.signal}: saving checkpoint {step} and stopping")
             save()
         mngr.wait_until_finished()
         summary = {"step": step, **scalars}
         if step >= steps and config.eval_batches:
-            summary.update(evaluate(state, config, mesh, generator, local_batch, eval_source()))
+            summary.update(score_test_batches(state, config, mesh, generator, local_batch,
+                                              eval_source(), mask_fn))
             writer.write(step, {k: v for k, v in summary.items() if k.startswith("eval/")})
         return summary
     finally:
+        loader.close()
         bar.close()
         writer.close()
         mngr.wait_until_finished()
@@ -229,7 +244,12 @@ def run_from_command_line(config_path, overrides, workdir=None) -> int:
     except (configlib.ConfigError, ValueError, FileNotFoundError, TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if jax.process_index() != 0:  # process 0 speaks for the run
+        return 0
+    if "already_complete" in summary:
+        print(f"already complete: {workdir} is at step {summary['step']} of {summary['already_complete']}; "
+              "nothing trained (a larger --config.num_steps trains on, another --workdir starts afresh)")
+        return 0
     shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if k != "step")
-    if jax.process_index() == 0:
-        print(f"done: step {summary['step']} in {workdir}: {shown}")
+    print(f"done: step {summary['step']} in {workdir}: {shown}")
     return 0

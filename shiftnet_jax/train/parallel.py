@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 
 from shiftnet_jax.config import ConfigError
 from shiftnet_jax.train import official_config
-from shiftnet_jax.train.step import train_step
+from shiftnet_jax.train.step import make_parts, train_step
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -48,11 +48,15 @@ def shard_batch(local_batch: dict, mesh: Mesh) -> dict:
             for k, v in local_batch.items()}
 
 
-def jit_train_step(config, mesh: Mesh):
-    """``train_step`` jitted over ``mesh`` with the state donated."""
+def jit_train_step(config, mesh: Mesh, parts=None):
+    """``train_step`` jitted over ``mesh`` with the state donated; ``parts``: the run's
+    :class:`~shiftnet_jax.train.step.Parts` (built here when not given)."""
     replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    step = official_config.train_step if config.get("compat") == "official" else train_step
-    return jax.jit(functools.partial(step, config=config),
+    if config.get("compat") == "official":   # the official code's step (docs/official-mode.md)
+        step = functools.partial(official_config.train_step, config=config)
+    else:
+        step = functools.partial(train_step, config=config, parts=parts or make_parts(config))
+    return jax.jit(step,
                    in_shardings=(replicated, split), out_shardings=(replicated, replicated),
                    donate_argnums=0)
 

@@ -1,4 +1,5 @@
-"""What training writes for people to look at: JSONL and TensorBoard metrics, PNG grids."""
+"""What training writes for people to look at: JSONL and TensorBoard metrics, PNG grids
+(written by :func:`shiftnet_jax.data.image_io.save_png`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from shiftnet_jax.data.image_io import to_uint8
+from shiftnet_jax.inference.metrics import composite
 
 
 class MetricWriter:
@@ -41,11 +45,6 @@ class MetricWriter:
                 self._tb.close()
 
 
-def to_uint8(image):
-    """[-1, 1] float -> uint8."""
-    return np.clip(np.round((np.asarray(image, np.float32) + 1) * 127.5), 0, 255).astype(np.uint8)
-
-
 def sample_grid(image, hole, output, max_rows: int = 4):
     """One row per image: masked input (hole in grey), raw output, composite, ground truth.
 
@@ -54,14 +53,8 @@ def sample_grid(image, hole, output, max_rows: int = 4):
     """
     image, hole, output = (np.asarray(x, np.float32)[:max_rows] for x in (image, hole, output))
     masked = image * (1 - hole)   # the hole shows as 0, mid-grey in [-1, 1]
-    composite = image * (1 - hole) + output * hole
-    rows = [np.concatenate([masked[i], output[i], composite[i], image[i]], axis=1)
+    filled = np.asarray(composite(output, image, hole))
+    rows = [np.concatenate([masked[i], output[i], filled[i], image[i]], axis=1)
             for i in range(image.shape[0])]
     return to_uint8(np.concatenate(rows, axis=0))
 
-
-def save_png(path, array):
-    from PIL import Image
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)

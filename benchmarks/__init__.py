@@ -1,0 +1,1 @@
+"""The benchmark suite of shiftnet_jax (see BENCHMARKS.md): ``python benchmarks/bench.py --help``."""
