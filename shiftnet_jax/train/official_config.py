@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from shiftnet_jax.config import ConfigError
 from shiftnet_jax.data import masks
+from shiftnet_jax.data.loader import to_float
 from shiftnet_jax.nets.discriminators import Discriminator
 from shiftnet_jax.nets.generator import ShiftNetGenerator
 from shiftnet_jax.nets.shift_level import SOFT, VARIANTS
@@ -56,10 +57,10 @@ def official_options(config) -> dict:
     size = config.data.crop_size
     overlap = 0
     if crop is not None:
-        if (size // 2 - crop) % 2 or crop > size // 2 or crop < 16:
-            raise ConfigError(f"compat 'official': the hole crop is data.crop_size // 2 - 2 overlap; "
-                              f"a {crop} px hole at crop_size {size} is not (use center:hole=N, "
-                              "N = crop_size // 2 - 2 k, N >= 16)")
+        if (size // 2 - crop) % 2 or crop > size // 2 or crop < 24:
+            raise ConfigError(f"compat 'official': the hole crop (what D sees) is data.crop_size "
+                              f"// 2 - 2 overlap and at least 24 px for the PatchGAN; a {crop} px "
+                              f"hole at crop_size {size} is not (use center:hole=N)")
         overlap = (size // 2 - crop) // 2
     return dict(
         which_model_netG=VARIANTS[m.variant], ngf=m.ngf, norm=m.norm,
@@ -90,7 +91,7 @@ def make_trainer(config) -> official_step.OfficialStep:
     return official_step.OfficialStep(generator, discriminator, opts)
 
 
-def create_state(config, image_size: int):
+def create_state(config, image_size: int, parts=None):
     """Fresh variables (the official ``init_net``'s normal(0, 0.02)) and Adam states."""
     trainer = make_trainer(config)
     g_key, d_key = jax.random.split(jax.random.key(config.seed, impl="rbg"))
@@ -107,11 +108,12 @@ def _top_left(hole):
     return jnp.stack([jnp.argmax(jnp.any(h, axis=1)), jnp.argmax(jnp.any(h, axis=0))]).astype(jnp.int32)
 
 
-def train_step(state, batch, *, config):
+def train_step(state, batch, *, config, parts=None):
     """The loop's step in official mode: (state, scalars) with the official loss names
     and the loop's ``g_loss``, ``d_loss`` and ``l1`` (the unweighted whole-image L1)."""
     trainer = make_trainer(config)
     opts = trainer.opts
+    batch = to_float(batch)   # the loader ships uint8
     image, hole = batch["image"], batch["hole"]
     alpha = jax.random.uniform(jax.random.fold_in(jax.random.key(config.seed), state.step),
                                (image.shape[0],))
