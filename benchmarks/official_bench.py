@@ -29,7 +29,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "tools"))   # tools/official.py loads the official code
 
 
 def median_seconds(fn, repeats):
@@ -52,7 +52,7 @@ def main():
 
     import jax
     import torch
-    from reference_torch import load_reference, random_vgg16
+    from official import load_reference, random_vgg16
 
     from shiftnet_jax import official
     from shiftnet_jax.torchfile.state_dicts import vgg16_params

@@ -20,7 +20,7 @@ from shiftnet_jax import official
 from shiftnet_jax.train import official_options
 
 COMMON = np.load(IN_REPO_FIXTURES / "trajectory_common.npz")
-SETTINGS = ("paper", "rect_lsgan", "wgan_gp", "batch_norm", "res")
+SETTINGS = ("paper", "rect_lsgan", "wgan_gp", "batch_norm")
 SETTINGS = tuple(s for s in SETTINGS if (IN_REPO_FIXTURES / f"trajectory_{s}.npz").exists())
 LOSSES = ("G_GAN", "G_L1", "D", "style", "content", "tv", "G_L1_m")
 # Steps 5 and 10: our distance to the official run may be this many times the official

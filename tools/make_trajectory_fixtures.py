@@ -51,8 +51,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
-sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
-from reference_torch import load_reference  # noqa: E402
+from official import load_reference  # noqa: E402  (tools/official.py: this script's folder)
 
 from shiftnet_jax.official import parameter_names, state_dict_errors  # noqa: E402
 
@@ -61,7 +60,8 @@ SETTINGS = {
     "rect_lsgan": dict(gan_type="lsgan", mask_type="random", mask_sub_type="rect", tv_weight=0.1),
     "wgan_gp": dict(gan_type="wgan_gp"),
     "batch_norm": dict(norm="batch"),
-    "res": dict(which_model_netG="res_unet_shift_triple"),
+    # No variant: the official res_unet_shift_triple cannot be built as it is (a353431:
+    # InnerResShiftTriple.__init__() got an unexpected keyword argument 'device').
 }
 SNAPSHOTS = (1, 2, 5, 10)
 SUBSET = 16          # after step 1, G is stored at every 16th element of each tensor
@@ -121,8 +121,23 @@ def initial_value(name, shape, rng):
     return bf16_round(rng.normal(0, 0.05, shape).astype(np.float32))
 
 
+def _float_betas():
+    """The official wgan_gp path sets ``opt.beta1 = 0`` (an int) and passes betas (0, 0.9),
+    which torch >= 2.x rejects ("betas must be either both floats or both Tensors"): a
+    torch-version shim that casts them to float, nothing of the official code changes."""
+    adam_init = torch.optim.Adam.__init__
+    if getattr(adam_init, "_float_betas", False):
+        return
+
+    def init(self, params, lr=1e-3, betas=(0.9, 0.999), *a, **kw):
+        adam_init(self, params, lr, tuple(float(b) for b in betas), *a, **kw)
+    init._float_betas = True
+    torch.optim.Adam.__init__ = init
+
+
 def build_model(ShiftNetModel, opt, vgg):
     import util.util as rutil
+    _float_betas()
     rutil.models = types.SimpleNamespace(vgg16=lambda pretrained=False: vgg)
     model = ShiftNetModel()
     with contextlib.redirect_stdout(io.StringIO()):
