@@ -94,6 +94,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval_batches = 8        # test batches evaluated at the end of training
     c.eval_every = 0          # also evaluate every N steps (0: only at the end)
     c.distributed = False     # jax.distributed.initialize() from JAX_COORDINATOR_ADDRESS & co.
+    # "official": train with the official code's step, as it is (docs/official-mode.md).
+    c.compat = ""
     return c
 
 
@@ -273,6 +275,7 @@ def validate(config, check_paths: bool = True):
     _choice(config, "loss.gan", losses.GANS)
     _choice(config, "loss.guidance_kind", losses.GUIDANCE_KINDS)
     _choice(config, "compute_dtype", _DTYPES)
+    _choice(config, "compat", ("", "official"))
     _choice(config, "data.source", sources.SOURCES)
     _choice(config, "data.backend", loader.BACKENDS)
     _choice(config, "optim.schedule", ("constant", "cosine"))

@@ -111,6 +111,12 @@ def test_config_trains_evaluates_and_inpaints(path, variant, write, tmp_path, ca
         args.append(f"--config.data.dir={tmp_path / 'data'}")
     if config.data.mask.startswith("center:hole="):  # the paper's 128 px hole, scaled to 32 px crops
         args.append("--config.data.mask=center:hole=16")
+    if config.get("compat") == "official":   # D sees only the hole crop: it needs >= 24 px
+        args += ["--config.data.crop_size=64", "--config.data.load_size=72",
+                 "--config.model.num_downs=6", "--config.data.mask=center:hole=32"]
+    if (config.loss.style or config.loss.content) and not config.loss.vgg16:
+        # VGG16's ImageNet weights are a download: a narrow VGG16 of the same layout.
+        args.append(f"--config.loss.vgg16={ROOT / 'tests' / 'fixtures' / 'vgg16_narrow.pth'}")
 
     assert _script("train")(args) == 0, capsys.readouterr().err
     out = capsys.readouterr().out

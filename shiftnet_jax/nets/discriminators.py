@@ -34,6 +34,9 @@ class Discriminator(nn.Module):
     norm: str = "instance"
     spectral_norm: bool = True
     dtype: Any = jnp.float32
+    # PyTorch's spectral norm (layers.SpectralNorm: stored u and v, no power iteration in
+    # eval mode) instead of Flax's; the official mode uses it, so that its state dicts map.
+    torch_spectral_norm: bool = False
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -43,6 +46,8 @@ class Discriminator(nn.Module):
             layer = nn.Conv(features, (4, 4), strides=(stride, stride),
                             padding=((1, 1), (1, 1)), use_bias=use_bias, dtype=self.dtype,
                             kernel_init=conv_init, name=name)
+            if self.spectral_norm and self.torch_spectral_norm:
+                return lambda h: SpectralNorm(layer, name=f"{name}_sn")(h, train)
             if self.spectral_norm:
                 sn = nn.SpectralNorm(layer, name=f"{name}_sn")
                 return lambda h: sn(h, update_stats=train)

@@ -28,7 +28,7 @@ from shiftnet_jax.data import image_io, masks, sources
 from shiftnet_jax.data import loader as data
 from shiftnet_jax.data.image_io import to_uint8
 from shiftnet_jax.inference import evaluate, predict
-from shiftnet_jax.train import parallel, reporting
+from shiftnet_jax.train import official_config, parallel, reporting
 from shiftnet_jax.train import step as training
 
 
@@ -143,7 +143,10 @@ def train_and_evaluate(config, workdir) -> dict:
     mask_fn = masks.make_mask_fn(configlib.mask_spec(config))
 
     mngr = checkpoint.manager(workdir, max_to_keep=config.keep_checkpoints)
-    state = parallel.replicate(training.create_state(config, config.data.crop_size, parts), mesh)
+    if config.get("compat") == "official":   # the official code's step and D (docs/official-mode.md)
+        state = parallel.replicate(official_config.create_state(config, config.data.crop_size), mesh)
+    else:
+        state = parallel.replicate(training.create_state(config, config.data.crop_size, parts), mesh)
     restored_step, restored = checkpoint.restore(mngr, target=state)
     if restored is not None:
         state = restored

@@ -144,21 +144,28 @@ def generator_adversarial_loss(fake_logits, kind: str = "vanilla", real_logits=N
     raise ValueError(f"gan must be one of {GANS}, got {kind!r}")
 
 
-def gradient_penalty(critic, real, fake, alpha, constant: float = 1.0):
+def gradient_penalty(critic, real, fake, alpha, constant: float = 1.0, has_aux: bool = False):
     """WGAN-GP's penalty (Gulrajani et al. 2017), as the official ``cal_gradient_penalty``
     ("mixed"): ``mean_b (|d critic / d x_b + 1e-16|_2 - constant)^2`` at
     ``x_b = alpha_b real_b + (1 - alpha_b) fake_b``.
 
     Args:
       critic: images (B, H, W, C) -> logits (any shape); its sum is differentiated.
+        With ``has_aux``: -> (logits, aux), e.g. the critic's updated statistics.
       real, fake: (B, H, W, C); no gradient flows into ``fake`` (it is the generator's).
       alpha: (B,) mixing weights in [0, 1], one per image.
     Returns:
-      scalar (times ``gp_lambda`` in the discriminator's loss).
+      scalar (times ``gp_lambda`` in the discriminator's loss); (scalar, aux) with ``has_aux``.
     """
     alpha = alpha.astype(real.dtype)[:, None, None, None]
     mixed = alpha * real + (1 - alpha) * jax.lax.stop_gradient(fake)
-    grads = jax.grad(lambda x: jnp.sum(critic(x).astype(jnp.float32)))(mixed)
+
+    def summed(x):
+        logits, aux = critic(x) if has_aux else (critic(x), None)
+        return jnp.sum(logits.astype(jnp.float32)), aux
+
+    grads, aux = jax.grad(summed, has_aux=True)(mixed)
     # The official code adds 1e-16 to every element before the norm (no NaN gradient at 0).
     norms = jnp.sqrt(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1) + 1e-16), axis=1))
-    return jnp.mean(jnp.square(norms - constant))
+    penalty = jnp.mean(jnp.square(norms - constant))
+    return (penalty, aux) if has_aux else penalty

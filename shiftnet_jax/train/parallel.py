@@ -19,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from shiftnet_jax.config import ConfigError
+from shiftnet_jax.train import official_config
 from shiftnet_jax.train.step import make_parts, train_step
 
 
@@ -51,8 +52,11 @@ def jit_train_step(config, mesh: Mesh, parts=None):
     """``train_step`` jitted over ``mesh`` with the state donated; ``parts``: the run's
     :class:`~shiftnet_jax.train.step.Parts` (built here when not given)."""
     replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    parts = parts or make_parts(config)
-    return jax.jit(functools.partial(train_step, config=config, parts=parts),
+    if config.get("compat") == "official":   # the official code's step (docs/official-mode.md)
+        step = functools.partial(official_config.train_step, config=config)
+    else:
+        step = functools.partial(train_step, config=config, parts=parts or make_parts(config))
+    return jax.jit(step,
                    in_shardings=(replicated, split), out_shardings=(replicated, replicated),
                    donate_argnums=0)
 

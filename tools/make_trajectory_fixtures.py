@@ -1,0 +1,292 @@
+"""Trajectory parity fixtures: the official training loop, replayed step by step.
+
+    python tools/make_trajectory_fixtures.py --ref /tmp/official --out tests/fixtures
+
+(torch in the venv: ``pip install torch`` (a CPU wheel is enough); the official
+checkout from github.com/Zhaoyi-Yan/Shift-Net_pytorch, a353431, outside this repository.)
+Nothing of the official code is copied: its ``ShiftNetModel`` is imported from
+``--ref`` at run time and driven as its ``train.py`` drives it (``set_input`` then
+``optimize_parameters``), on CPU (``gpu_ids=[]``), for ``--steps`` steps of a batch
+of ``--batch`` images at 256x256 (``define_G`` builds 8 levels: the official
+generator needs 256x256) with ``--ngf`` / ``--ndf`` 4.
+
+What differs from an official run, and why:
+
+* The initial weights are ours, the same for every setting: conv weights N(0, 0.02),
+  biases N(0, 0.05), norm scales 1 + N(0, 0.1) (every tensor of the official
+  ``init_net`` plus perturbations that make a wrong mapping show), all rounded to
+  bfloat16 values so that they are stored in 2 bytes; spectral norm's ``u``, ``v``
+  are those the official code drew (torch seed ``--seed``).
+* VGG16 (the style and content losses) has torchvision's layer layout with 8/16/16
+  channels and seeded random weights: the ImageNet weights are a download.
+* The images are 4 seeded uint8 noise images, cycled (step t's batch is images
+  ``(N t + i) % 4``), small to store. (Noise upsampled from 64x64 was tried first: its
+  piecewise-constant blocks make XLA's jitted gradient differ from the op-by-op one
+  by 1e-3 while the forward agrees to 2e-7; we have not found why.)
+
+Each setting runs twice, with 1 and with 2 torch threads: the second run only
+measures how far the official code drifts from itself (the "spread"), recorded per
+step beside the first run's losses and state dicts. A seed whose run gives a
+non-finite loss (the official cosine divides by zero for zero feature vectors) is
+rejected and the next one tried.
+
+Writes ``trajectory_common.npz`` (images, initial weights, VGG16), one
+``trajectory_<setting>.npz`` per setting (keys in ``tests/fixtures/README.md``) and
+``vgg16_narrow.pth``, that VGG16 as a torchvision state dict file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import types
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+from official import load_reference  # noqa: E402  (tools/official.py: this script's folder)
+
+from shiftnet_jax.official import parameter_names, state_dict_errors  # noqa: E402
+
+SETTINGS = {
+    "paper": dict(),   # unet_shift_triple, vanilla GAN, centre holes, instance norm
+    "rect_lsgan": dict(gan_type="lsgan", mask_type="random", mask_sub_type="rect", tv_weight=0.1),
+    "wgan_gp": dict(gan_type="wgan_gp"),
+    "batch_norm": dict(norm="batch"),
+    # No variant: the official res_unet_shift_triple cannot be built as it is (a353431:
+    # InnerResShiftTriple.__init__() got an unexpected keyword argument 'device').
+}
+SNAPSHOTS = (1, 2, 5, 10)
+SUBSET = 16          # after step 1, G is stored at every 16th element of each tensor
+VGG_WIDTHS = [8, 8, "M", 16, 16, "M", 16, 16, 16, "M"]
+IMAGES = 4           # distinct images, cycled: step t's batch is images (N t + i) % 4
+
+
+def batches(images_u8, steps, batch):
+    """(steps, batch, 3, H, W): step t takes images (batch * t + i) % len(images_u8)."""
+    index = (np.arange(steps)[:, None] * batch + np.arange(batch)[None]) % len(images_u8)
+    return images_u8[index]
+
+
+def bf16_round(x: np.ndarray) -> np.ndarray:
+    """Round float32 to the nearest bfloat16 value (ties to even), kept as float32."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return u.astype(np.uint32).view(np.float32)
+
+
+def to_bf16_bits(x):
+    return (np.ascontiguousarray(x, np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def make_opt(TrainOptions, args, setting):
+    opt = TrainOptions().initialize(argparse.ArgumentParser()).parse_args([])
+    opt.isTrain, opt.gpu_ids, opt.continue_train = True, [], False
+    opt.checkpoints_dir = tempfile.mkdtemp(prefix="official_ckpt_")
+    opt.ngf, opt.ndf, opt.batchSize, opt.fineSize = args.ngf, args.ndf, args.batch, 256
+    for key, value in SETTINGS[setting].items():
+        setattr(opt, key, value)
+    return opt
+
+
+def narrow_vgg16(rng):
+    """torchvision's vgg16.features layout up to pool3 with VGG_WIDTHS channels."""
+    layers, c_in = [], 3
+    for v in VGG_WIDTHS:
+        if v == "M":
+            layers.append(torch.nn.MaxPool2d(2, 2))
+            continue
+        conv = torch.nn.Conv2d(c_in, v, 3, padding=1)
+        with torch.no_grad():
+            w = rng.normal(0, np.sqrt(2.0 / (9 * c_in)), conv.weight.shape)
+            conv.weight.copy_(torch.from_numpy(bf16_round(w.astype(np.float32))))
+            conv.bias.copy_(torch.from_numpy(bf16_round(rng.normal(0, 0.01, v).astype(np.float32))))
+        layers += [conv, torch.nn.ReLU(inplace=True)]
+        c_in = v
+    return types.SimpleNamespace(features=torch.nn.Sequential(*layers))
+
+
+def initial_value(name, shape, rng):
+    if name.endswith(("weight", "weight_orig")) and len(shape) == 4:
+        return bf16_round(rng.normal(0, 0.02, shape).astype(np.float32))
+    if name.endswith("weight"):
+        return bf16_round((1 + rng.normal(0, 0.1, shape)).astype(np.float32))
+    return bf16_round(rng.normal(0, 0.05, shape).astype(np.float32))
+
+
+def _float_betas():
+    """The official wgan_gp path sets ``opt.beta1 = 0`` (an int) and passes betas (0, 0.9),
+    which torch >= 2.x rejects ("betas must be either both floats or both Tensors"): a
+    torch-version shim that casts them to float, nothing of the official code changes."""
+    adam_init = torch.optim.Adam.__init__
+    if getattr(adam_init, "_float_betas", False):
+        return
+
+    def init(self, params, lr=1e-3, betas=(0.9, 0.999), *a, **kw):
+        adam_init(self, params, lr, tuple(float(b) for b in betas), *a, **kw)
+    init._float_betas = True
+    torch.optim.Adam.__init__ = init
+
+
+def build_model(ShiftNetModel, opt, vgg):
+    import util.util as rutil
+    _float_betas()
+    rutil.models = types.SimpleNamespace(vgg16=lambda pretrained=False: vgg)
+    model = ShiftNetModel()
+    with contextlib.redirect_stdout(io.StringIO()):
+        model.initialize(opt)
+    return model
+
+
+def initial_state(net, shared, rng):
+    """``net``'s state dict with every parameter from ``shared`` (drawn on first use)."""
+    state = {k: v.detach().clone().numpy() for k, v in net.state_dict().items()}
+    for name, _ in net.named_parameters():
+        if name not in shared:
+            shared[name] = initial_value(name, state[name].shape, rng)
+        state[name] = shared[name]
+    return state
+
+
+def run(ShiftNetModel, opt, vgg, g0, d0, images, seed, threads, steps):
+    """The official loop; returns losses per step, snapshots, rand_tl and gp_alpha draws."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    np.random.seed(seed)   # create_rand_mask draws with numpy
+    model = build_model(ShiftNetModel, opt, vgg)
+    model.netG.load_state_dict({k: torch.from_numpy(v) for k, v in g0.items()})
+    model.netD.load_state_dict({k: torch.from_numpy(v) for k, v in d0.items()})
+    losses, snaps, rand_tl, alphas = {}, {}, [], []
+    for t in range(steps):
+        image = torch.from_numpy(images[t])
+        data = {"A": image.clone(), "B": image.clone(), "A_paths": [""] * len(image),
+                "M": torch.zeros(image.shape[0], 1, *image.shape[2:])}
+        model.set_input(data)
+        rand_tl.append((model.rand_t, model.rand_l))
+        rng_state = torch.get_rng_state()   # what cal_gradient_penalty draws next
+        alphas.append(torch.rand(image.shape[0], 1).numpy())
+        torch.set_rng_state(rng_state)
+        model.optimize_parameters()
+        current = model.get_current_losses()
+        current["G_L1_m"] = float(model.loss_G_L1_m)
+        for name, value in current.items():
+            losses.setdefault(name, []).append(value)
+        if t + 1 in SNAPSHOTS:
+            snaps[t + 1] = ({k: v.detach().clone().numpy() for k, v in model.netG.state_dict().items()},
+                            {k: v.detach().clone().numpy() for k, v in model.netD.state_dict().items()})
+    masks = model.mask_global.numpy()   # the last one (rect masks are rebuilt from rand_tl)
+    return ({k: np.asarray(v, np.float64) for k, v in losses.items()}, snaps,
+            np.asarray(rand_tl, np.int16), np.asarray(alphas, np.float32), masks)
+
+
+def finite(losses, snaps):
+    return all(np.isfinite(v).all() for v in losses.values()) and all(
+        np.isfinite(a).all() for g, d in snaps.values() for a in [*g.values(), *d.values()]
+        if a.dtype.kind == "f")
+
+
+def spreads(snaps1, snaps2, g0, d0):
+    """The official code against itself: errors of run 2 against run 1 per snapshot."""
+    out = {}
+    for s in SNAPSHOTS:
+        (g1, d1), (g2, d2) = snaps1[s], snaps2[s]
+        for net, a, b, init in (("g", g1, g2, g0), ("d", d1, d2, d0)):
+            err = state_dict_errors(b, a, init, parameter_names(a))
+            for key, value in err.items():
+                out[f"spread/{net}_{key}/{s}"] = np.float64(value)
+    return out
+
+
+def setting_arrays(setting, opt, losses1, losses2, snaps1, rand_tl, alphas, g0, d0, spread):
+    arrays = {"meta_options": np.str_(json.dumps(SETTINGS[setting], sort_keys=True)),
+              "rand_tl": rand_tl, "gp_alpha": alphas, **spread}
+    for name in losses1:
+        arrays[f"losses/{name}"] = losses1[name]
+        arrays[f"losses_2threads/{name}"] = losses2[name]
+    for s in SNAPSHOTS:
+        g, d = snaps1[s]
+        for name, value in g.items():
+            if value.dtype.kind != "f":
+                arrays[f"g_step{s}/{name}"] = value
+                continue
+            delta = (value - g0[name]).ravel()
+            arrays[f"g_step{s}/{name}"] = (delta if s == 1 else delta[::SUBSET]).astype(np.float16)
+        for name, value in d.items():
+            arrays[f"d_step{s}/{name}"] = value
+    return arrays
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--ref", required=True, help="checkout of Shift-Net_pytorch (a353431)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--settings", default=",".join(SETTINGS))
+    p.add_argument("--ngf", type=int, default=4)
+    p.add_argument("--ndf", type=int, default=4)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--commit", default=None,
+                   help="the official commit, recorded when --ref is not a git checkout")
+    args = p.parse_args()
+    _, ShiftNetModel, TrainOptions, commit = load_reference(args.ref)
+    commit = commit or args.commit
+    os.makedirs(args.out, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    images_u8 = rng.integers(0, 256, (IMAGES, 3, 256, 256), dtype=np.uint8)
+    images = (batches(images_u8, args.steps, args.batch) / 127.5 - 1).astype(np.float32)
+    vgg = narrow_vgg16(rng)
+    shared_g, shared_d = {}, {}
+    common = {"images_u8": images_u8,
+              "meta_commit": np.str_(commit or "unknown"), "meta_torch": np.str_(torch.__version__),
+              "meta_ngf": np.int64(args.ngf), "meta_ndf": np.int64(args.ndf),
+              "meta_snapshots": np.asarray(SNAPSHOTS), "meta_subset": np.int64(SUBSET)}
+    for name, value in vgg.features.state_dict().items():
+        common[f"vgg/features.{name}"] = value.numpy()
+    # The same VGG16 as a torchvision state dict file, for configs with style/content losses.
+    torch.save({f"features.{k}": v for k, v in vgg.features.state_dict().items()},
+               os.path.join(args.out, "vgg16_narrow.pth"))
+    for setting in [s.strip() for s in args.settings.split(",")]:
+        opt = make_opt(TrainOptions, args, setting)
+        for attempt in range(10):
+            seed = args.seed + attempt
+            torch.manual_seed(seed)
+            model = build_model(ShiftNetModel, opt, vgg)
+            g0 = initial_state(model.netG, shared_g, rng)
+            d0 = initial_state(model.netD, shared_d, rng)
+            result1 = run(ShiftNetModel, opt, vgg, g0, d0, images, seed, 1, args.steps)
+            if finite(result1[0], result1[1]):
+                break
+            print(f"{setting}: seed {seed} rejected (non-finite loss or weight)")
+        else:
+            sys.exit(f"{setting}: no usable seed")
+        result2 = run(ShiftNetModel, opt, vgg, g0, d0, images, seed, 2, args.steps)
+        losses1, snaps1, rand_tl, alphas, _ = result1
+        arrays = setting_arrays(setting, opt, losses1, result2[0], snaps1, rand_tl, alphas,
+                                g0, d0, spreads(snaps1, result2[1], g0, d0))
+        arrays["meta_seed"] = np.int64(seed)
+        for name, value in d0.items():
+            arrays[f"d_init/{name}"] = value
+        for name in g0:   # buffers of the initial G (BatchNorm's running statistics)
+            if name not in shared_g:
+                arrays[f"g_init_buffers/{name}"] = g0[name]
+        path = os.path.join(args.out, f"trajectory_{setting}.npz")
+        np.savez_compressed(path, **arrays)
+        print(f"{setting}: seed {seed}, wrote {path} ({os.path.getsize(path)} bytes); "
+              + ", ".join(f"{k} {v[0]:.4g}->{v[-1]:.4g}" for k, v in losses1.items()))
+    for name, value in shared_g.items():
+        common[f"g_init/{name}"] = to_bf16_bits(value)
+    path = os.path.join(args.out, "trajectory_common.npz")
+    np.savez_compressed(path, **common)
+    print(f"wrote {path} ({os.path.getsize(path)} bytes); commit {commit}, torch {torch.__version__}")
+
+
+if __name__ == "__main__":
+    main()
