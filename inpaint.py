@@ -4,7 +4,8 @@
     python inpaint.py --ckpt DIR --image x.png --mask m.png --out y.png     # one image
 
 Masks: nonzero = hole (--mask-threshold T: value > T). Output: 8-bit RGB PNG, identical to the input outside the
-hole. Working size, formats and naming: see ``shiftnet_jax/inference/inpaint.py``.
+hole. --strategy crop (default) / resize / original: how the hole is framed (docs/evaluation.md).
+Working size, formats and naming: see ``shiftnet_jax/inference/inpaint.py`` and ``framing.py``.
 Exit code 0 if everything was inpainted, 1 if anything failed, 2 for bad flags.
 """
 
@@ -26,6 +27,12 @@ def parse(argv=None):
     p.add_argument("--out", help="where to write the result (PNG)")
     p.add_argument("--size", type=int, default=None,
                    help="working size: longer side the network sees (default: training crop size)")
+    p.add_argument("--strategy", default=None, choices=("crop", "resize", "original"),
+                   help="how the hole is framed: crop (default) one window around each hole at the photo's "
+                        "own resolution where it can; resize the whole photo to the working size; "
+                        "original the whole photo unresized (padded)")
+    p.add_argument("--crop-margin", type=int, default=None,
+                   help="crop: pixels of context around each hole's box (default: half the box's side)")
     p.add_argument("--dilate", type=int, default=0, help="grow holes by N pixels first")
     p.add_argument("--mask-threshold", type=float, default=0,
                    help="a mask pixel is a hole when its 8-bit value is above this (default 0: nonzero)")
@@ -42,8 +49,9 @@ def parse(argv=None):
     folder, single = (args.input, args.output), (args.image, args.mask, args.out)
     if all(folder) == any(single) or (any(folder) and not all(folder)) or (any(single) and not all(single)):
         p.error("give either --input and --output, or --image, --mask and --out")
-    if args.size is not None and args.size < 1 or args.dilate < 0 or args.batch_size < 1:
-        p.error("--size and --batch-size must be >= 1, --dilate >= 0")
+    if (args.size is not None and args.size < 1 or args.dilate < 0 or args.batch_size < 1
+            or args.crop_margin is not None and args.crop_margin < 0):
+        p.error("--size and --batch-size must be >= 1, --dilate and --crop-margin >= 0")
     if not args.max_megapixels > 0:
         p.error("--max-megapixels must be > 0")
     if args.backend == "onnx" and args.flow:
@@ -56,7 +64,7 @@ def main(argv=None) -> int:
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's restore chatter
     from shiftnet_jax import checkpoint
     from shiftnet_jax.errors import escaped
-    from shiftnet_jax.inference import inpaint, predict
+    from shiftnet_jax.inference import framing, inpaint, predict
 
     try:
         model, variables, config = checkpoint.load_generator(args.ckpt or checkpoint.BUNDLED_MODEL,
@@ -74,11 +82,16 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
     size = args.size or predict.default_size(config)
+    strategy = args.strategy or framing.DEFAULT_STRATEGY
+    print(f"working size {size} (longer side{'' if args.size else ', the training crop size'}), "
+          f"strategy {strategy}{'' if args.strategy else ' (default)'}, "
+          f"multiples of {2 ** model.num_downs}")
     opts = dict(size=size, dilate_px=args.dilate, flow=args.flow, threshold=args.mask_threshold,
-                max_pixels=int(args.max_megapixels * 1e6))
+                max_pixels=int(args.max_megapixels * 1e6), strategy=strategy, margin=args.crop_margin)
     try:
         if args.image:
-            written = inpaint.inpaint_file(model, variables, args.image, args.mask, args.out, **opts)
+            written = inpaint.inpaint_file(model, variables, args.image, args.mask, args.out,
+                                           log=print, **opts)
             print(f"wrote {', '.join(map(escaped, written))}")
             return 0
         result = inpaint.inpaint_folder(model, variables, args.input, args.output,
@@ -87,7 +100,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     failed = len(result["errors"])
-    print(f"inpainted {len(result['written'])} image(s) into {args.output}"
+    windows = sum(line.count(" -> ") for line in result["framing"].values())
+    print(f"inpainted {len(result['written'])} image(s) into {escaped(args.output)} ({windows} window(s))"
           + (f"; {failed} failed (see errors above)" if failed else ""))
     return 1 if failed else 0
 

@@ -3,7 +3,8 @@
 Every photo is split into bands (shiftnet_jax.data.sources.RegionSource): training
 crops come from the left 65 % of each photo at random scales, test tiles from
 its right 30 %. Photos: scikit-image's colour photographs, plus
-../shared/data/photos when it is there (or any folders: --config.data.dir=builtin,DIR).
+../shared/data/photos when it is there, else data/photos (written from Debian packages by
+`python tools/get_photos.py`), or any folders: --config.data.dir=builtin,DIR.
 The recipe (width, crops, losses, schedule) was chosen by measuring; see
 RESULTS.md. The paper's settings stay the defaults of places6/paris.
 
@@ -16,6 +17,8 @@ import os
 from shiftnet_jax.config import default_config
 
 SHARED_PHOTOS = os.path.join("..", "shared", "data", "photos")
+LOCAL_PHOTOS = os.path.join("data", "photos")  # python tools/get_photos.py writes them here
+PHOTOS = next((d for d in (SHARED_PHOTOS, LOCAL_PHOTOS) if os.path.isdir(d)), None)
 
 
 def get_config():
@@ -25,7 +28,7 @@ def get_config():
     c.model.num_downs = 6          # 64x64 crops down to 1x1; shift at 8x8
     c.discriminator.ndf = 16
     c.data.source = "regions"
-    c.data.dir = "builtin" + ("," + SHARED_PHOTOS if os.path.isdir(SHARED_PHOTOS) else "")
+    c.data.dir = "builtin" + ("," + PHOTOS if PHOTOS else "")
     c.data.load_size = 64
     c.data.crop_size = 64
     c.data.scale_range = (1.0, 3.0)

@@ -7,7 +7,7 @@
 1. The main run: ``configs/learning.py`` for ``--steps`` steps (held-out regions
    of the photos; see ``shiftnet_jax.data.sources.RegionSource``), evaluated every
    ``eval_every`` steps, then scored with ``eval.py``'s library against OpenCV
-   Telea, Navier-Stokes and mean fill on the held-out tiles, with centre holes
+   Telea, Navier-Stokes, mean fill and PatchMatch (the paper's Content-Aware Fill) on the held-out tiles, with centre holes
    and with stroke holes.
 2. The ablation at ``--ablation-steps`` per run and every seed of ``--seeds``:
    (a) Shift-Net, (b) the same U-Net without the shift (the official code's
@@ -46,7 +46,7 @@ ABLATIONS = {  # the paper's ablation, as config overrides
 }
 MASKS = {"centre": "center", "strokes": "strokes"}
 METHOD_LABELS = {"shiftnet": "Shift-Net", "telea": "Telea", "navier_stokes": "Navier-Stokes",
-           "mean_fill": "mean fill"}
+                 "mean_fill": "mean fill", "patchmatch": "PatchMatch (Content-Aware Fill)"}
 
 
 def train(config_path, workdir: Path, overrides) -> dict:
@@ -105,6 +105,8 @@ def results_table(reports: dict) -> list[str]:
              "|---|---|---:|---:|---:|---:|"]
     for mask, report in reports.items():
         for method, label in METHOD_LABELS.items():
+            if method not in report["overall"]:
+                continue
             vals = [_hole(report, method, k) for k in ("psnr", "ssim", "l1", "l2")]
             lines.append(f"| {mask} ({report['num_images']} tiles) | {label} | {vals[0]:.2f} | "
                          f"{vals[1]:.4f} | {vals[2]:.4f} | {vals[3]:.5f} |")

@@ -312,16 +312,16 @@ def _load_compact(paths, expected: dict) -> dict:
     where = escaped(paths[0].parent)
     if sum(path.stat().st_size for path in paths) > MAX_MODEL_BYTES:
         raise NotACheckpointError(f"{where}: the array files exceed {MAX_MODEL_BYTES} bytes")
-    stored, pieces, shapes = {}, {}, {}
+    stored, pieces, shapes, extra = {}, {}, {}, {}
     for path in paths:
-        _check_zip_directory(path, len(expected) + 64)
+        _check_zip_directory(path, len(expected))
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
                 name = info.filename.removesuffix(".npy")
                 base, _, part = name.partition("::")
-                if base not in expected:
-                    raise NotACheckpointError(f"{where}: {path.name} has an array the config's "
-                                              f"model lacks ({quote(base)})")
+                if base not in expected:   # reported with the other mismatches below
+                    extra[base] = ((), None)
+                    continue
                 if name in stored or (part and part in pieces.get(base, {})):
                     raise NotACheckpointError(f"{where}: a record name appears twice ({quote(name)})")
                 limit = math.prod(expected[base].shape) * 4 + 4096  # float32 at most, and its header
@@ -359,8 +359,8 @@ def _load_compact(paths, expected: dict) -> dict:
         if joined.size != math.prod(shapes[base]):
             raise NotACheckpointError(f"{where}: array {quote(base)} is incomplete")
         stored[base] = joined.reshape(shapes[base])
-    problem = _mismatch(where, {k: (v.shape, v.dtype) for k, v in stored.items()}, expected,
-                        "the float16 arrays")
+    found = {**extra, **{k: (v.shape, v.dtype) for k, v in stored.items()}}
+    problem = _mismatch(where, found, expected, COMPACT if len(paths) == 1 else "the float16 arrays")
     if problem:
         raise NotACheckpointError(problem)
     return _unflatten({k: v.astype(np.float32) for k, v in stored.items()})

@@ -70,7 +70,7 @@ def test_same_numbers_twice_reports_baselines_and_bands(setup):
     md = (out / "report.md").read_text()
     assert "| all | 6 | shiftnet |" in md and "navier_stokes" in md and "![sample_000.png]" in md
     panel = np.asarray(Image.open(out / "sample_000.png"))
-    assert panel.shape[1] == 6 * 64 + 5 * 2  # input, ours, 3 baselines, truth
+    assert panel.shape[1] == 7 * 64 + 6 * 2  # input, ours, 4 baselines, truth
     assert "PSNR hole" in evaluate.table(first).splitlines()[0]
 
 

@@ -227,7 +227,7 @@ def test_cli_writes_the_file_or_refuses_in_one_line(tmp_path, capsys):
     for argv, fragment in [
             (["--format", "litert", "--out", str(tmp_path / "d.tflite")], "without TensorFlow"),
             (["--format", "onnx", "--size", "100", "--out", str(tmp_path / "a.onnx")],
-             "multiple of 2**num_downs = 64"),
+             "multiple of 2**num_downs = 128"),
             (["--format", "onnx", "--ckpt", str(tmp_path), "--out", str(tmp_path / "b.onnx")],
              "not a checkpoint directory"),
             (["--format", "onnx", "--pipeline", "--sources", "--out", str(tmp_path / "c.onnx")],

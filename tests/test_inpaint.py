@@ -13,7 +13,7 @@ from conftest import key
 from PIL import Image
 
 from shiftnet_jax import checkpoint
-from shiftnet_jax.inference import inpaint, predict
+from shiftnet_jax.inference import framing, inpaint, predict
 from shiftnet_jax.nets.generator import ShiftNetGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +100,9 @@ def test_folder_convention_exact_paste_flow_and_bad_files(tiny, tmp_path):
         np.testing.assert_array_equal(got[~hole], a[~hole])       # bit for bit outside
         assert (got[hole] != a[hole]).any()
     flow = np.asarray(Image.open(out / "a_mask_flow.png"))
-    assert flow.shape == a.shape
+    legend = inpaint.flow_legend(a.shape[1])
+    assert flow.shape == (a.shape[0] + legend.shape[0], *a.shape[1:])
+    np.testing.assert_array_equal(flow[a.shape[0]:], legend)    # the colour legend below
     # The output folder must not be the input folder (outputs are named like masks).
     with pytest.raises(inpaint.InputError, match="must differ"):
         inpaint.inpaint_folder(model, variables, tmp_path / "in", tmp_path / "in", progress=False)
@@ -167,10 +169,10 @@ def test_empty_and_full_masks(tiny):
     out, flow = inpaint.inpaint_image(model, variables, image, full, size=64, flow=True)
     assert out.shape == image.shape and out.dtype == np.uint8
     np.testing.assert_array_equal(out, inpaint.inpaint_image(model, variables, image, full, size=64))
-    job = inpaint._prepare(image, full, 64, 32)
-    raw = predict.forward(model, variables, job.small[None], job.small_hole[None]).output
+    small, hole = framing.prepare(image, full, "resize", 64, 32)
+    raw = predict.forward(model, variables, small[None], hole[None]).output
     assert np.isfinite(np.asarray(raw)).all()
-    assert (flow == 0).all()  # nothing known to copy from: black everywhere
+    assert (flow[:37] == 0).all()  # nothing known to copy from: black everywhere
 
 
 def test_rgba_gray_and_16bit_files(tiny, tmp_path):
@@ -224,4 +226,4 @@ def test_reference_checkpoint_inpaints_a_photo(fixtures_dir, tmp_path, capsys):
     out = np.asarray(Image.open(tmp_path / "out.png"))
     np.testing.assert_array_equal(out[~mask], image[~mask])
     assert (out[mask] != image[mask]).any()
-    assert Image.open(tmp_path / "out_flow.png").size == (451, 300)
+    assert Image.open(tmp_path / "out_flow.png").size == (451, 300 + inpaint.flow_legend(451).shape[0])

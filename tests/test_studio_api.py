@@ -56,8 +56,9 @@ def _post(client, path, image: bytes, mask: bytes, **fields):
     return client.post(path, files={"image": ("x", image), "mask": ("m.png", mask)}, data=fields)
 
 
-def _library(m, image, mask, dilate=0):
-    return inpaint.inpaint_image(m.model, m.variables, image, mask, size=m.size, dilate_px=dilate)
+def _library(m, image, mask, dilate=0, strategy="crop"):
+    return inpaint.inpaint_image(m.model, m.variables, image, mask, size=m.size, dilate_px=dilate,
+                                 strategy=strategy)
 
 
 def test_health_page_and_static_files(client):
@@ -80,11 +81,14 @@ def test_inpaint_equals_the_library_on_a_real_photo(client, models):
     image = image_io.decode_image(blob)
     h, w = image.shape[:2]
     mask = rect_mask(h, w, h // 3, w // 4, h // 2, w // 2)
-    for fields, m, dilate in (({}, tiny, 0), ({"model": "other", "dilate": "3"}, other, 3)):
+    outs = []
+    for fields, m, dilate, strategy in (({}, tiny, 0, "crop"), ({"model": "other", "dilate": "3"}, other, 3, "crop"),
+                                        ({"strategy": "resize"}, tiny, 0, "resize")):
         r = _post(client, "/api/inpaint", blob, png(mask.astype(np.uint8) * 255), **fields)
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
         out = decode_png(r.content)
-        np.testing.assert_array_equal(out, _library(m, image, mask, dilate))
+        outs.append(out)
+        np.testing.assert_array_equal(out, _library(m, image, mask, dilate, strategy))
         grown = inpaint.dilate(mask, dilate)
         np.testing.assert_array_equal(out[~grown], image[~grown])  # known pixels: identical
         assert (out[mask] != image[mask]).mean() > 0.5
@@ -103,25 +107,41 @@ def test_mask_rule_transparent_is_known(client, models):
 def test_flow_is_the_shift_of_inpaint_flow(client, models):
     tiny = models[0]
     image = crops(1)[0]
-    mask = rect_mask(120, 160, 30, 40, 80, 120)
-    r = _post(client, "/api/flow", png(image), png(mask.astype(np.uint8)))
+    mask = rect_mask(120, 160, 34, 40, 80, 120)
+    r = _post(client, "/api/flow", png(image), png(mask.astype(np.uint8)), strategy="resize")
     assert r.status_code == 200
     flow = r.json()
-    assert flow["model"] == "tiny"
+    assert flow["model"] == "tiny" and flow["strategy"] == "resize"
     assert flow["image"] == {"height": 120, "width": 160}
-    assert flow["working"] == {"height": 64, "width": 64} and flow["grid"] == {"height": 8, "width": 8}
-    assert flow["cell"] == {"height": 15.0, "width": 20.0}
-    sources = inpaint.shift_sources(tiny.model, tiny.variables, image, mask, size=64)
-    assert len(flow["positions"]) == sources["hole"].sum() > 0
+    (w,) = flow["windows"]
+    assert w["origin"] == {"y": 0, "x": 0} and w["size"] == {"height": 120, "width": 160}
+    assert w["working"] == {"height": 64, "width": 64} and w["grid"] == {"height": 8, "width": 8}
+    assert w["cell"] == {"height": 15.0, "width": 20.0}
+    (view,) = inpaint.shift_sources(tiny.model, tiny.variables, image, mask, size=64, strategy="resize")
+    assert len(w["positions"]) == view["hole"].sum() > 0
     # The same data as inpaint.py --flow: each hole cell of the flow image has its source's colour.
-    _, flow_png = inpaint.inpaint_image(tiny.model, tiny.variables, image, mask, size=64, flow=True)
-    for p in flow["positions"]:
-        assert sources["hole"][p["y"], p["x"]]
+    _, flow_png = inpaint.inpaint_image(tiny.model, tiny.variables, image, mask, size=64, flow=True,
+                                        strategy="resize")
+    for p in w["positions"]:
+        assert view["hole"][p["y"], p["x"]] and 0 < p["painted"] <= 1
         sy, sx = p["source"]
-        assert not sources["hole"][sy, sx]                          # copied from a known position
+        assert not view["hole"][sy, sx]                          # copied from a known position
         cy, cx = int((p["y"] + 0.5) * 15), int((p["x"] + 0.5) * 20)  # the cell's centre pixel
         colour = np.rint(255 * inpaint.position_colour(np.float64(sy / 7), np.float64(sx / 7)))
         np.testing.assert_array_equal(flow_png[cy, cx], colour)
+    # Rows 34:80 of 120 are rows 18:43 of the 64 working rows. With the reference's nearest
+    # rule a cell is a hole if its top-left working pixel is: cell row 2 (rows 16:24, 6 of 8
+    # painted) is not -- counted as known although mostly painted; row 5 (40:48, 3 of 8) is.
+    partly = {(q["y"], q["x"]) for q in w["partly_painted"]}
+    assert partly == {(2, x) for x in range(2, 6)}
+    assert {p["painted"] for p in w["positions"] if p["y"] == 5} == {0.375}
+    for q in w["partly_painted"]:
+        assert not view["hole"][q["y"], q["x"]] and 0 < q["painted"] < 1
+    # Crop (the default): one window around the hole, at the photo's resolution.
+    crop = _post(client, "/api/flow", png(image), png(mask.astype(np.uint8))).json()
+    (w,) = crop["windows"]
+    assert crop["strategy"] == "crop" and w["origin"] == {"y": 11, "x": 0}
+    assert w["size"] == {"height": 92, "width": 160}  # rows 34:80 plus half their height each side
 
 
 def _error(r, status, needle):
@@ -142,6 +162,8 @@ def test_bad_input_is_refused_in_one_json_line(client, models):
     _error(_post(client, "/api/inpaint", png(image), good_mask, model="nope"), 404,
            "unknown model 'nope' (available: tiny, other)")
     _error(_post(client, "/api/inpaint", png(image), good_mask, dilate="-1"), 400, "dilate")
+    _error(_post(client, "/api/flow", png(image), good_mask, strategy="tile"), 400,
+           "strategy must be one of crop, resize, original, got 'tile'")
     _error(client.post("/api/inpaint", files={"image": ("x", png(image))}), 400, "missing field 'mask'")
     _error(client.post("/api/inpaint", files={"image": ("x", png(image))}, data={"mask": "x"}), 400,
            "must be a file upload")
@@ -154,7 +176,7 @@ def test_bad_input_is_refused_in_one_json_line(client, models):
     r = _post(client, "/api/inpaint", png(image), png(np.zeros((120, 160), np.uint8)))
     assert r.status_code == 200
     np.testing.assert_array_equal(decode_png(r.content), image)
-    assert _post(client, "/api/flow", png(image), png(np.zeros((120, 160), np.uint8))).json()["positions"] == []
+    assert _post(client, "/api/flow", png(image), png(np.zeros((120, 160), np.uint8))).json()["windows"] == []
 
 
 def test_uploads_over_the_limits_get_413(models):

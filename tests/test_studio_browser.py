@@ -93,10 +93,13 @@ def test_paint_inpaint_and_see_where_patches_came_from(browser, url, tmp_path):
 
     # Hovering a filled position draws the arrow from its source, on both panes.
     flow = flow_info.value.json()
-    p = next(q for q in flow["positions"] if q["source"])
+    assert flow["strategy"] == "crop" and len(flow["windows"]) == 1  # the default framing
+    w = flow["windows"][0]
+    assert "hole positions in 1 window (framing: crop)" in page.inner_text("#shift-info")
+    p = next(q for q in w["positions"] if q["source"])
     rbox = page.locator("#result-overlay").bounding_box()
-    cx = rbox["x"] + (p["x"] + 0.5) * flow["cell"]["width"] * rbox["width"] / 320
-    cy = rbox["y"] + (p["y"] + 0.5) * flow["cell"]["height"] * rbox["height"] / 240
+    cx = rbox["x"] + (w["origin"]["x"] + (p["x"] + 0.5) * w["cell"]["width"]) * rbox["width"] / 320
+    cy = rbox["y"] + (w["origin"]["y"] + (p["y"] + 0.5) * w["cell"]["height"]) * rbox["height"] / 240
     page.mouse.move(cx, cy)
     sy, sx = p["source"]
     assert (f"hole position y={p['y']}, x={p['x']} ← feature copied from y={sy}, x={sx}"
@@ -104,8 +107,12 @@ def test_paint_inpaint_and_see_where_patches_came_from(browser, url, tmp_path):
     assert _painted(page, "#result-overlay") > 0 and _painted(page, "#input-overlay") > 0
     page.keyboard.press("s")  # colour the hole by source, as inpaint.py --flow does
     assert page.is_visible("#sources")
-    assert page.eval_on_selector("#sources", "c => [c.width, c.height]") == [
-        flow["grid"]["width"], flow["grid"]["height"]]
+    assert page.eval_on_selector("#sources", "c => [c.width, c.height]") == [320, 240]
+    if w["partly_painted"]:  # a partly painted cell counted as known says so when hovered
+        q = w["partly_painted"][0]
+        page.mouse.move(rbox["x"] + (w["origin"]["x"] + (q["x"] + 0.5) * w["cell"]["width"]) * rbox["width"] / 320,
+                        rbox["y"] + (w["origin"]["y"] + (q["y"] + 0.5) * w["cell"]["height"]) * rbox["height"] / 240)
+        assert "counted as known at the shift layer" in page.inner_text("#shift-info")
     page.fill("#compare", "50")
     assert "50%" in page.eval_on_selector("#after", "i => i.style.clipPath")
     page.screenshot(path=str(tmp_path / "studio.png"))

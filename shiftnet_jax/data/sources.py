@@ -25,6 +25,9 @@ PIL image, decoded at a reduced JPEG scale where that keeps both sides >=
   is computed once and cached as ``.npy``. The paper's Places subset is
   ``places365_small`` with :data:`PLACES_SCENES` ("field" matches both
   field/cultivated and field/wild; name one to get only it).
+* ``places_folder`` -- the same scenes from the official Places365-Standard
+  archive extracted into a folder, no TensorFlow
+  (:class:`shiftnet_jax.data.places_folder.PlacesFolderSource`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import numpy as np
 from PIL import Image
 
 from shiftnet_jax.data.image_io import IMAGE_EXTENSIONS, MAX_PIXELS, list_images, open_rgb, read_image
+from shiftnet_jax.data.places_folder import PlacesFolderSource
 from shiftnet_jax.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -51,7 +55,7 @@ SAMPLE_PHOTOS = {"train": ("astronaut.png", "coffee.png", "motorcycle_left.png",
                  "test": ("chelsea.png", "rocket.jpg")}
 SPLIT_DIRS = {"train": ("train", "training", "paris_train_original"),
               "test": ("test", "eval", "val", "validation", "paris_eval_gt")}
-SOURCES = ("sample", "folder", "paris", "tfds", "places", "regions")
+SOURCES = ("sample", "folder", "paris", "tfds", "places", "places_folder", "regions")
 # The colour photographs of scikit-image's wheel that :class:`RegionSource` uses
 # (motorcycle_right is left out: the same scene as motorcycle_left).
 REGION_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png",
@@ -316,6 +320,12 @@ def make_source(cfg, train: bool, max_pixels: int = MAX_PIXELS):
     if kind == "regions":
         return RegionSource.from_folders(cfg.get("dir", ""), "train" if train else "test",
                                          tile=max(cfg.get("crop_size", 256), cfg.get("load_size", 0) or 0))
+    if kind == "places_folder":
+        if not cfg.get("dir"):
+            raise ValueError("data.source='places_folder' needs data.dir (the extracted places365_standard)")
+        classes = cfg.get("classes", None) or PLACES_SCENES
+        return PlacesFolderSource(cfg.get("dir"), split or ("train" if train else "val"), list(classes),
+                                  max_pixels=max_pixels)
     if kind in ("tfds", "places"):
         name = cfg.get("name", None) or "places365_small"
         classes = cfg.get("classes", None)

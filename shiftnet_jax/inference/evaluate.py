@@ -1,12 +1,13 @@
 """Evaluate a generator against classical baselines: the paper's Table 1 metrics.
 
 For every test image (resized and centre-cropped as in training) and a hole
-drawn with a fixed seed, four results are scored:
+drawn with a fixed seed, these results are scored:
 
 * ``shiftnet``      -- the generator, composited (known pixels from the input);
-* ``telea``, ``navier_stokes`` -- ``cv2.inpaint`` (radius 3) on the 8-bit image;
-* ``mean_fill``     -- the hole filled with the mean of the known pixels,
-  per image and channel.
+* the baselines of :mod:`shiftnet_jax.inference.baselines`, by default
+  ``telea``, ``navier_stokes`` (``cv2.inpaint``, radius 3), ``mean_fill`` and
+  ``patchmatch`` (the paper's "Content-Aware Fill" row); OpenCV contrib's
+  ``xphoto_*`` on request.
 
 All results are 8-bit images (the generator's output is rounded to 8 bits, as
 it would be saved), scored with :mod:`shiftnet_jax.inference.metrics` on the [0, 1]
@@ -40,15 +41,16 @@ from shiftnet_jax.data import image_io, sources
 from shiftnet_jax.data import loader as datalib
 from shiftnet_jax.data import masks as masklib
 from shiftnet_jax.data.image_io import from_uint8, to_uint8
+from shiftnet_jax.inference import baselines as baselib
 from shiftnet_jax.inference import metrics
 from shiftnet_jax.inference.predict import default_size, forward, pad_batch
 from shiftnet_jax.nets.generator import check_image_size
 
-BASELINES = ("telea", "navier_stokes", "mean_fill")
-COMPARED = ("shiftnet",) + BASELINES   # the methods eval.py scores, in its table's order
+BASELINES = baselib.DEFAULT            # the default baselines
+COMPARED = ("shiftnet",) + BASELINES   # what eval.py scores by default, in its table's order
 METRICS = ("psnr", "ssim", "l1", "l2")
 REGIONS = ("whole", "hole")
-INPAINT_RADIUS = 3
+INPAINT_RADIUS = baselib.INPAINT_RADIUS
 PSNR_CAP = 100.0  # dB for an exact match (PSNR is +inf there; a mean with inf says nothing)
 
 
@@ -61,7 +63,7 @@ def _scores_one(pred, image, hole):
 
 
 @jax.jit
-def _scores(preds, image, hole):
+def score_predictions(preds, image, hole):
     """{region: {metric: (M, B)}} of uint8 ``preds`` (M, B, H, W, 3) against ``image``
     (B, H, W, 3) in [-1, 1]: all methods in one call."""
     return jax.vmap(_scores_one, in_axes=(0, None, None))(from_uint8(preds), image, hole)
@@ -84,7 +86,7 @@ class ScoreTable:
         [-1, 1] with ``hole`` (B, H, W, 1); rows where ``keep`` (B,) is False are padding.
         (A fixed B compiles once.)"""
         keep = np.ones(len(image), bool) if keep is None else np.asarray(keep, bool)
-        s = jax.device_get(_scores(np.stack([results[m] for m in self.methods]), image, hole))
+        s = jax.device_get(score_predictions(np.stack([results[m] for m in self.methods]), image, hole))
         for j, m in enumerate(self.methods):
             for r in REGIONS:
                 for k in METRICS:
@@ -112,19 +114,9 @@ class ScoreTable:
                 for m in self.methods}
 
 
-def baselines(image: np.ndarray, hole: np.ndarray, pool=None) -> dict[str, np.ndarray]:
+def baselines(image: np.ndarray, hole: np.ndarray, pool=None, names=BASELINES) -> dict[str, np.ndarray]:
     """Classical fills of uint8 (B, H, W, 3) images with bool (B, H, W) holes -> {name: uint8 (B, H, W, 3)}."""
-    def cv(flag):
-        def one(i):
-            return cv2.inpaint(image[i], hole[i].astype(np.uint8), INPAINT_RADIUS, flag)
-        return np.stack(list((pool.map if pool else map)(one, range(len(image)))))
-
-    known = ~hole[..., None]
-    count = known.sum(axis=(1, 2))
-    # With no known pixel at all the "mean" is mid-grey.
-    mean = np.where(count > 0, (image * known).sum(axis=(1, 2)) / np.maximum(count, 1), 127.5)
-    fill = np.where(known, image, np.rint(mean)[:, None, None, :]).astype(np.uint8)
-    return {"telea": cv(cv2.INPAINT_TELEA), "navier_stokes": cv(cv2.INPAINT_NS), "mean_fill": fill}
+    return baselib.fill_batch(names, image, hole, pool)
 
 
 def _mask_fn(spec, threshold, max_pixels: int = image_io.CLI_MAX_PIXELS):
@@ -150,7 +142,11 @@ class _Head:
         return getattr(self.source, "describe", lambda j: f"item {j}")(i)
 
 
-def _panel(images: list[np.ndarray], labels: list[str]) -> np.ndarray:
+def label(method: str) -> str:
+    return "Shift-Net" if method == "shiftnet" else baselib.LABELS.get(method, method)
+
+
+def panel(images: list[np.ndarray], labels: list[str]) -> np.ndarray:
     """Side-by-side uint8 panels with a label strip on top."""
     h, w = images[0].shape[:2]
     strip = max(12, h // 12)
@@ -172,7 +168,7 @@ def _mean(values: np.ndarray):
 def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: int = 16,
              limit: int | None = None, seed: int = 0, samples: int = 4, size: int | None = None,
              step: int | None = None, progress: bool = True, generator=None,
-             mask_threshold: float = image_io.MASK_THRESHOLD,
+             mask_threshold: float = image_io.MASK_THRESHOLD, baselines=None,
              max_pixels: int = image_io.CLI_MAX_PIXELS) -> dict:
     """Score a checkpoint and the baselines; write the reports; return the report dict.
 
@@ -189,6 +185,7 @@ def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: i
       batch_size: images per jitted call; limit: only the first ``limit`` images.
       size: image side (default the config's ``crop_size``; a multiple of 2**num_downs).
       generator: ``(model, variables, config)`` already in memory (skips loading).
+      baselines: names (or ``"a,b"``) from ``inference.baselines``; default :data:`BASELINES`.
     Returns:
       the report: ``overall[method][region][metric]``, ``bands[label]`` with ``n`` and
       ``results``, counts, settings and timing.
@@ -196,6 +193,9 @@ def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: i
     from tqdm import tqdm
 
     start = time.perf_counter()
+    names = baselib.parse(baselines) if baselines is None or isinstance(baselines, str) else tuple(baselines)
+    baselib.check_available(names)  # a missing package: one line now, not after the model ran
+    methods = ("shiftnet", *names)
     model, variables, config = generator or checkpoint.load_generator(ckpt_dir, step)
     dcfg = dict(config.get("data") or {})
     crop = size or default_size(config)
@@ -211,7 +211,7 @@ def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: i
     out_dir = Path(out_dir) if out_dir else Path(ckpt_dir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    table, sample_paths = ScoreTable(COMPARED), []
+    table, sample_paths = ScoreTable(methods), []
     with warnings.catch_warnings(record=True) as caught, \
             concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         warnings.simplefilter("always", RuntimeWarning)
@@ -221,15 +221,15 @@ def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: i
             image_p, hole_p = pad_batch(image, batch_size), pad_batch(hole, batch_size)  # one shape: one compilation
             ours = to_uint8(forward(model, variables, image_p, hole_p).composite[:b])
             gt = to_uint8(image)
-            preds = {"shiftnet": ours, **baselines(gt, hole[..., 0] > 0.5, pool)}
-            table.add({m: pad_batch(preds[m], batch_size) for m in COMPARED}, image_p, hole_p,
+            preds = {"shiftnet": ours, **baselib.fill_batch(names, gt, hole[..., 0] > 0.5, pool)}
+            table.add({m: pad_batch(preds[m], batch_size) for m in methods}, image_p, hole_p,
                       keep=np.arange(batch_size) < b)
             for i in range(min(b, samples - len(sample_paths))):
                 masked = np.where(hole[i] > 0.5, 255, gt[i]).astype(np.uint8)
-                panel = _panel([masked] + [preds[m][i] for m in COMPARED] + [gt[i]],
-                               ["input", "Shift-Net", "Telea", "Navier-Stokes", "mean fill", "truth"])
+                grid = panel([masked] + [preds[m][i] for m in methods] + [gt[i]],
+                             ["input", *map(label, methods), "truth"])
                 sample_paths.append(out_dir / f"sample_{len(sample_paths):03d}.png")
-                image_io.save_png(sample_paths[-1], panel)
+                image_io.save_png(sample_paths[-1], grid)
     unreadable = [str(w.message) for w in caught if "unreadable" in str(w.message)]
     for w in caught:  # pass on the warnings that are not ours to count
         if "unreadable" not in str(w.message):
@@ -251,7 +251,7 @@ def evaluate(ckpt_dir, *, data=None, masks="center", out_dir=None, batch_size: i
         "skipped": {"empty_hole": skipped_empty, "unreadable": len(unreadable)},
         "metrics": "composited 8-bit results vs ground truth on the [0, 1] scale; PSNR in dB (max 100); "
                    "l1/l2 = mean absolute/squared error; hole = over hole pixels only",
-        "methods": list(COMPARED),
+        "methods": list(methods),
         "overall": table.means(nonempty),
         "bands": bands,
         "samples": [p.name for p in sample_paths],
@@ -275,9 +275,10 @@ def _cells(result) -> list[str]:
 
 def _rows(report):
     """(band, n, method, 8 metric cells) rows: overall first, then each band."""
-    yield from (["all", str(report["num_images"]), m, *_cells(report["overall"][m])] for m in COMPARED)
-    for label, band in report["bands"].items():
-        yield from ([label, str(band["n"]), m, *_cells(band["results"][m])] for m in COMPARED)
+    methods = report["methods"]
+    yield from (["all", str(report["num_images"]), m, *_cells(report["overall"][m])] for m in methods)
+    for band_label, band in report["bands"].items():
+        yield from ([band_label, str(band["n"]), m, *_cells(band["results"][m])] for m in methods)
 
 
 def table(report) -> str:
@@ -300,6 +301,6 @@ def markdown(report) -> str:
              f"- metrics: {report['metrics']}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * len(_HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in _rows(report)]
-    lines += ["", "Columns: input, Shift-Net, Telea, Navier-Stokes, mean fill, ground truth.", ""]
+    lines += ["", f"Columns: input, {', '.join(map(label, report['methods']))}, ground truth.", ""]
     lines += [f"![{s}]({s})" for s in report["samples"]]
     return "\n".join(lines) + "\n"

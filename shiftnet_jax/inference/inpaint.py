@@ -1,17 +1,16 @@
 """Inpaint your own images with a trained generator: any size, known pixels kept exactly.
 
-**Working resolution.** The U-Net needs sides that are multiples of
-``2**num_downs`` (256 for the paper's 8 levels) and was trained at one scale
-(``config["data"]["crop_size"]``, 256). So every image is resized (area
-filter down, bicubic up) to a *working size* whose longer side is ``size``
-(default: the training crop size) and whose shorter side keeps the aspect
-ratio, each side rounded to the nearest multiple of ``2**num_downs`` (the
-small aspect change this causes is undone by the resize back). The hole is
-resized conservatively (a working pixel is a hole if any pixel under it is),
-the network fills it, the working-size result is upsampled to the original
-size and pasted **only inside the original hole**: outside it the output is
-the decoded input, bit for bit. A 4000x3000 photo therefore costs one
-256x256 forward pass; a larger ``size`` gives sharper fills at more cost.
+**Framing.** The U-Net needs sides that are multiples of ``2**num_downs`` and
+was trained at one scale (``config["data"]["crop_size"]``), so each photo is
+cut into *windows* that the network sees at a *working size* (longer side
+``size``, default the training crop size): ``strategy="crop"`` (the default)
+one window around each hole at the photo's own resolution where it can,
+``"resize"`` the whole photo shrunk to the working size, ``"original"`` the
+whole photo padded, unresized (:mod:`shiftnet_jax.inference.framing`). The
+hole is resized conservatively (a working pixel is a hole if any pixel under
+it is), the network fills it, the result is brought back to the window's size
+and pasted **only inside the original hole**: outside it the output is the
+decoded input, bit for bit.
 
 **Input/output.** Images may be RGB, RGBA, grey, palette or 16-bit; they are
 decoded to 8-bit RGB by :mod:`shiftnet_jax.data.image_io` (16-bit / 257, alpha
@@ -32,16 +31,19 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import cv2
 import jax
 import numpy as np
 
 from shiftnet_jax.data import image_io
-from shiftnet_jax.data.image_io import InputError, as_rgb_uint8, from_uint8, to_uint8
+from shiftnet_jax.data.image_io import InputError, as_rgb_uint8, to_uint8
 from shiftnet_jax.errors import UserError, escaped, first_line
+from shiftnet_jax.inference import framing
+from shiftnet_jax.inference.framing import working_size  # noqa: F401 - part of this module's face
 from shiftnet_jax.inference.predict import DEFAULT_SIZE, forward, pad_batch
+from shiftnet_jax.nets.generator import size_multiple
 
 MASK_RE = re.compile(r"^(?P<base>.+)_mask(?P<num>[0-9]*)$")
 
@@ -52,16 +54,6 @@ class Pair(NamedTuple):
     image: Path
     mask: Path
     output: Path
-
-
-class Job(NamedTuple):
-    """One image on its way through a batch: the original and what the network sees."""
-
-    image: np.ndarray         # uint8 (H, W, 3), the original
-    mask: np.ndarray          # bool (H, W), its (dilated) hole
-    small: np.ndarray         # float32 (h, w, 3) in [-1, 1], the working-size image
-    small_hole: np.ndarray    # float32 (h, w, 1), 1 = hole
-    key: Any                  # where the result goes (a list index, an output path)
 
 
 # ------------------------------------------------------------ holes
@@ -88,27 +80,6 @@ def _checked(image, mask, dilate_px: int):
     if mask.shape != image.shape[:2]:
         raise ValueError(f"mask {mask.shape} does not match image {image.shape[:2]}")
     return image, dilate(mask != 0, dilate_px)
-
-
-# -------------------------------------------------------- working resolution
-def working_size(height: int, width: int, size: int, multiple: int) -> tuple[int, int]:
-    """(h, w): longer side ~ ``size``, aspect kept, each side a multiple of ``multiple`` (>= 1x)."""
-    scale = size / max(height, width)
-    return tuple(max(1, int(side * scale / multiple + 0.5)) * multiple for side in (height, width))
-
-
-def _resize(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    shrink = hw[0] * hw[1] < a.shape[0] * a.shape[1]
-    return cv2.resize(a, (hw[1], hw[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-
-
-def _prepare(image, mask, size, multiple, key=None) -> Job:
-    """Original (uint8, bool) -> a :class:`Job` with the working image and hole."""
-    hw = working_size(*image.shape[:2], size, multiple)
-    small = from_uint8(_resize(image, hw))
-    # Area-average then "> 0": every working pixel that touches the hole is a hole.
-    hole = cv2.resize(mask.astype(np.float32), (hw[1], hw[0]), interpolation=cv2.INTER_AREA) > 0
-    return Job(image, mask, small, hole.astype(np.float32)[..., None], key)
 
 
 # ------------------------------------------------------------------ the shift, visible
@@ -144,39 +115,65 @@ def flow_image(image: np.ndarray, feature_hole: np.ndarray, index: np.ndarray,
     return np.rint(255 * np.where(in_hole, up, 0.5 * up + 0.5 * grey)).astype(np.uint8)
 
 
+# ------------------------------------------------------------------ the legend
+LEGEND_TEXT = ("hole: colour of the position it was copied from", "known: its own colour, half strength",
+               "black: nothing known to copy")
+
+
+def flow_legend(width: int) -> np.ndarray:
+    """A uint8 (h, width, 3) strip explaining :func:`flow_image`: the position colours as a
+    square (top-left blue, top-right pink, bottom-left green, bottom-right yellow) and three lines."""
+    height = int(np.clip(width // 6, 36, 160))
+    strip = np.full((height, width, 3), 255, np.uint8)
+    side = min(height - 4, width)
+    y, x = np.mgrid[0:side, 0:side] / max(side - 1, 1)
+    strip[2:2 + side, :side] = np.rint(255 * position_colour(y, x)).astype(np.uint8)
+    room = width - side - 8
+    if room > 20:
+        longest = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)[0][0] for t in LEGEND_TEXT)
+        scale = min(room / longest, (height - 8) / 3 / 24)
+        for k, text in enumerate(LEGEND_TEXT):
+            cv2.putText(strip, text, (side + 6, int((k + 1) * height / 3.4)), cv2.FONT_HERSHEY_SIMPLEX,
+                        scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return strip
+
+
+def with_legend(flow: np.ndarray) -> np.ndarray:
+    """The flow image (H, W, 3) with :func:`flow_legend` below it: (H + h, W, 3)."""
+    return np.concatenate([flow, flow_legend(flow.shape[1])], axis=0)
+
+
 # ---------------------------------------------------------------- inpainting
-def inpaint_batch(model, variables, images, masks, *, size: int | None = None, dilate_px: int = 0,
-                  flow: bool = False, batch_size: int = 8):
-    """Inpaint a list of images; returns a list of uint8 (H, W, 3) (or (output, flow) pairs).
+class _Target:
+    """One (image, mask) being inpainted: its windows are filled one after the other."""
 
-    Images of the same working size share jitted calls of up to ``batch_size``
-    (padded to a power of two, so few shapes are compiled).
+    def __init__(self, image, mask, strategy, size, multiple, margin, flow, name=None):
+        self.image, self.mask, self.strategy, self.name = image, mask, strategy, name
+        self.filled = image.copy()
+        grey = image.mean(-1, keepdims=True).astype(np.uint8)
+        self.flow = np.repeat(grey, 3, axis=-1) if flow else None
+        self.jobs = []
+        for window in framing.windows(strategy, mask, size, margin):
+            small, hole = framing.prepare(image[window.slices], mask[window.slices], strategy,
+                                          size, multiple)
+            self.jobs.append((self, window, small, hole))
+        self.frames = [(job[1], job[2].shape[:2]) for job in self.jobs]
+        self.left = len(self.jobs)
 
-    Args:
-      images: uint8/uint16 arrays (H, W[, 1|3|4]); masks: bool/int (H, W), nonzero = hole.
-      size: working size (longer side); default 256. dilate_px: grow holes first.
-    """
-    size = size or DEFAULT_SIZE
-    results = [None] * len(images)
-    groups: dict[tuple, list[Job]] = {}   # jobs by working size
-    for i, (image, mask) in enumerate(zip(images, masks)):
-        job = _prepare(*_checked(image, mask, dilate_px), size, model.size_multiple, key=i)
-        groups.setdefault(job.small.shape, []).append(job)
-    for group in groups.values():
-        for start in range(0, len(group), batch_size):
-            chunk = group[start:start + batch_size]
-            for job, result in zip(chunk, _run(model, variables, chunk, flow, batch_size)):
-                results[job.key] = result
-    return results
+    def describe(self) -> str:
+        return framing.describe(self.strategy, self.frames)
+
+    def result(self):
+        return self.filled if self.flow is None else (self.filled, with_legend(self.flow))
 
 
-def _run(model, variables, chunk, flow, batch_size):
-    """Forward one same-size chunk; yields finished (output[, flow]) per job."""
+def _run(model, variables, chunk, flow, batch_size) -> list[_Target]:
+    """Forward one same-shape chunk of (target, window, small, hole) jobs; paste each back.
+    Returns the targets that are now complete."""
     n = min(batch_size, 1 << (len(chunk) - 1).bit_length())
-    small = pad_batch(np.stack([job.small for job in chunk]), n)
-    hole = pad_batch(np.stack([job.small_hole for job in chunk]), n)
-    # Nothing to fill anywhere: skip the network (the result is the input).
-    if not hole.any() and not flow:
+    small = pad_batch(np.stack([j[2] for j in chunk]), n)
+    hole = pad_batch(np.stack([j[3] for j in chunk]), n)
+    if not hole.any() and not flow:  # nothing to fill anywhere: the result is the input
         out, extra = small, None
     elif hasattr(type(model), "composite"):   # another backend (inference.onnx_backend)
         if flow:
@@ -185,42 +182,106 @@ def _run(model, variables, chunk, flow, batch_size):
     else:
         prediction = jax.device_get(forward(model, variables, small, hole, flow=flow))
         out, extra = prediction.composite, prediction.flow
-    for k, job in enumerate(chunk):
-        image, mask = job.image, job.mask
-        filled = image.copy()
-        if mask.any():
-            up = to_uint8(cv2.resize(np.nan_to_num(out[k]), (image.shape[1], image.shape[0]),
-                                     interpolation=cv2.INTER_CUBIC))
-            filled[mask] = up[mask]  # known pixels stay exactly the input's
-        if not flow:
-            yield filled
-        else:
+    done = []
+    for k, (target, window, _, _) in enumerate(chunk):
+        region, known = target.mask[window.slices], target.image[window.slices]
+        if region.any():
+            up = to_uint8(framing.restore(out[k], target.strategy, window.shape))
+            target.filled[window.slices][region] = up[region]  # known pixels stay the input's
+        if flow:
             index, valid, fhole = (np.asarray(a[k]) for a in extra)
-            yield filled, flow_image(image, fhole, index.ravel(), valid.ravel())
+            # ``original`` pads the window: draw the padded shape, keep the window's part.
+            pad = ([(0, s - w) for s, w in zip(out.shape[1:3], window.shape)]
+                   if target.strategy == "original" else [(0, 0), (0, 0)])
+            picture = flow_image(np.pad(known, pad + [(0, 0)], mode="edge"), fhole,
+                                 index.ravel(), valid.ravel())
+            target.flow[window.slices] = picture[:window.shape[0], :window.shape[1]]
+        target.left -= 1
+        if target.left == 0:
+            done.append(target)
+    return done
+
+
+class _Queue:
+    """Jobs grouped by working shape, run ``batch_size`` at a time; ``finish`` gets each
+    completed target."""
+
+    def __init__(self, model, variables, flow, batch_size, finish):
+        self.model, self.variables, self.flow, self.batch_size = model, variables, flow, batch_size
+        self.finish, self.pending = finish, {}
+
+    def add(self, target: _Target):
+        if not target.jobs:  # crop with an empty hole: nothing to run
+            self.finish(target)
+        for job in target.jobs:
+            shape = job[2].shape
+            self.pending.setdefault(shape, []).append(job)
+            if len(self.pending[shape]) == self.batch_size:
+                self._flush(shape)
+
+    def _flush(self, shape):
+        chunk = self.pending.pop(shape)
+        for target in _run(self.model, self.variables, chunk, self.flow, self.batch_size):
+            self.finish(target)
+
+    def drain(self):
+        for shape in list(self.pending):
+            self._flush(shape)
+
+
+def inpaint_batch(model, variables, images, masks, *, size: int | None = None, dilate_px: int = 0,
+                  flow: bool = False, batch_size: int = 8, strategy: str = framing.DEFAULT_STRATEGY,
+                  margin: int | None = None, log=None):
+    """Inpaint a list of images; returns a list of uint8 (H, W, 3) (or (output, flow) pairs).
+
+    Windows of the same working shape share jitted calls of up to ``batch_size``
+    (padded to a power of two, so few shapes are compiled).
+
+    Args:
+      images: uint8/uint16 arrays (H, W[, 1|3|4]); masks: bool/int (H, W), nonzero = hole.
+      size: working size (longer side); default 256. dilate_px: grow holes first.
+      strategy: ``crop``, ``resize`` or ``original`` (see ``framing``); margin: crop margin (px).
+      log: called with one line per image saying how it was framed.
+    """
+    size, multiple = size or DEFAULT_SIZE, size_multiple(model.num_downs)
+    framing.check_strategy(strategy)
+    targets = [_Target(*_checked(image, mask, dilate_px), strategy, size, multiple, margin, flow)
+               for image, mask in zip(images, masks)]
+    queue = _Queue(model, variables, flow, batch_size, lambda target: None)
+    for target in targets:
+        if log:
+            log(target.describe())
+        queue.add(target)
+    queue.drain()
+    return [target.result() for target in targets]
 
 
 def inpaint_image(model, variables, image, mask, *, size: int | None = None, dilate_px: int = 0,
-                  flow: bool = False):
+                  flow: bool = False, strategy: str = framing.DEFAULT_STRATEGY,
+                  margin: int | None = None, log=None):
     """One image: uint8 (H, W, 3) output equal to ``image`` outside the (dilated) hole.
 
     Args:
       image: uint8/uint16 (H, W[, 1|3|4]). mask: (H, W) bool, True/nonzero = hole.
-      size: working size (longer side, default 256); see the module docstring.
+      size: working size (longer side, default 256); strategy, margin: see ``framing``.
     Returns:
-      uint8 (H, W, 3); with ``flow`` a pair (output, flow image uint8 (H, W, 3)).
+      uint8 (H, W, 3); with ``flow`` a pair (output, flow image uint8 (H + legend, W, 3)).
     """
     return inpaint_batch(model, variables, [image], [mask], size=size, dilate_px=dilate_px,
-                         flow=flow, batch_size=1)[0]
+                         flow=flow, batch_size=1, strategy=strategy, margin=margin, log=log)[0]
 
 
 def inpaint_file(model, variables, image_path, mask_path, out_path, *, size=None, dilate_px=0,
                  flow=False, threshold: float = image_io.MASK_THRESHOLD,
-                 max_pixels: int = image_io.CLI_MAX_PIXELS) -> list[Path]:
+                 max_pixels: int = image_io.CLI_MAX_PIXELS,
+                 strategy: str = framing.DEFAULT_STRATEGY, margin: int | None = None,
+                 log=None) -> list[Path]:
     """``image_path`` + ``mask_path`` -> ``out_path`` (PNG; with flow also ``*_flow.png``);
     files over ``max_pixels`` are an ``image_io.ImageTooLarge`` error."""
     image = image_io.read_image(image_path, max_pixels)
     mask = image_io.read_mask(mask_path, image.shape[:2], threshold, max_pixels)
-    result = inpaint_image(model, variables, image, mask, size=size, dilate_px=dilate_px, flow=flow)
+    result = inpaint_image(model, variables, image, mask, size=size, dilate_px=dilate_px, flow=flow,
+                           strategy=strategy, margin=margin, log=log)
     out_path = Path(out_path)
     written = [out_path]
     image_io.save_png(out_path, result[0] if flow else result)
@@ -265,39 +326,42 @@ def find_pairs(input_dir) -> tuple[list[Pair], list[str]]:
 def inpaint_folder(model, variables, input_dir, output_dir, *, size=None, dilate_px=0, flow=False,
                    batch_size: int = 8, progress: bool = True, log=None,
                    threshold: float = image_io.MASK_THRESHOLD,
-                   max_pixels: int = image_io.CLI_MAX_PIXELS) -> dict:
+                   max_pixels: int = image_io.CLI_MAX_PIXELS,
+                   strategy: str = framing.DEFAULT_STRATEGY, margin: int | None = None) -> dict:
     """Inpaint every (image, mask) pair of ``input_dir`` into ``output_dir``.
 
     Bad pairs are reported through ``log`` (one line each; default stderr) and
-    skipped. Returns ``{"written": [paths], "errors": [one-line messages]}``.
+    skipped. Returns ``{"written": [paths], "errors": [one-line messages],
+    "framing": {output path: one line saying how it was framed}}``.
     """
     from tqdm import tqdm
 
     if Path(input_dir).resolve() == Path(output_dir).resolve():
         raise InputError(f"{escaped(output_dir)}: the output folder must differ from the input folder "
                          "(outputs are named like the masks)")
+    framing.check_strategy(strategy)
     pairs, errors = find_pairs(input_dir)
     bar = tqdm(total=len(pairs), desc="inpaint", unit="img", disable=not progress)
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     for e in errors:
         log(f"error: {e}")
-    size, out_root = size or DEFAULT_SIZE, Path(output_dir)
-    written, pending, cache = [], {}, (None, None)
+    size, multiple, out_root = size or DEFAULT_SIZE, size_multiple(model.num_downs), Path(output_dir)
+    written, described, cache = [], {}, (None, None)
 
-    def flush(key):
-        chunk = pending.pop(key)
+    def finish(target):
+        out = out_root / target.name
         try:
-            for job, result in zip(chunk, _run(model, variables, chunk, flow, batch_size)):
-                out = out_root / job.key
-                image_io.save_png(out, result[0] if flow else result)
-                written.append(out)
-                if flow:
-                    image_io.save_png(out.with_name(out.stem + "_flow.png"), result[1])
+            image_io.save_png(out, target.filled)
+            if flow:
+                image_io.save_png(out.with_name(out.stem + "_flow.png"), target.result()[1])
+            written.append(out)
+            described[str(out)] = target.describe()
         except (OSError, UserError) as e:  # save_png's one line names the file and the space
             errors.append(str(e) if isinstance(e, UserError) else f"{escaped(out_root)}: cannot write ({first_line(e)})")
             log(f"error: {errors[-1]}")
-        bar.update(len(chunk))
+        bar.update(1)
 
+    queue = _Queue(model, variables, flow, batch_size, finish)
     for image_path, mask_path, out_rel in pairs:
         try:
             if cache[0] != image_path:  # masks of one image are adjacent: decode it once
@@ -312,38 +376,42 @@ def inpaint_folder(model, variables, input_dir, output_dir, *, size=None, dilate
             log(f"error: {e}")
             bar.update(1)
             continue
-        job = _prepare(cache[1], mask, size, model.size_multiple, key=out_rel)
-        pending.setdefault(job.small.shape, []).append(job)
-        if len(pending[job.small.shape]) == batch_size:
-            flush(job.small.shape)
-    for key in list(pending):
-        flush(key)
+        queue.add(_Target(cache[1], mask, strategy, size, multiple, margin, flow, name=out_rel))
+    queue.drain()
     bar.close()
-    return {"written": written, "errors": errors}
+    return {"written": written, "errors": errors, "framing": described}
 
 
 # ------------------------------------------------ the shift, as data (the studio's /api/flow)
-def shift_sources(model, variables, image, mask, *, size: int | None = None,
-                  dilate_px: int = 0) -> dict:
-    """Where the shift copied every hole position from, as arrays at the shift layer.
+def shift_sources(model, variables, image, mask, *, size: int | None = None, dilate_px: int = 0,
+                  strategy: str = framing.DEFAULT_STRATEGY, margin: int | None = None) -> list[dict]:
+    """Where the shift copied every hole position from, per window, at the shift layer.
 
-    The same working size, hole and forward pass as :func:`inpaint_image` with
-    ``flow=True`` (whose flow image draws these data).
+    The same windows, working shapes, holes and forward passes as :func:`inpaint_image`
+    with ``flow=True`` (whose flow image draws these data).
 
     Args:
       image: uint8/uint16 (H, W[, 1|3|4]). mask: (H, W), nonzero = hole.
     Returns:
-      dict with ``working`` (h, w), the working size; ``hole`` bool (gh, gw), the
-      hole at the shift layer; ``source`` int (gh, gw, 2), the (y, x) each position
-      copied from; ``valid`` bool (gh, gw), True where ``source`` means something
-      (a hole position of an image that has known positions).
+      one dict per window: ``window`` (a ``framing.Window`` of the photo); ``working``
+      (h, w), its working shape; ``hole`` bool (gh, gw), the hole at the shift layer;
+      ``source`` int (gh, gw, 2), the (y, x) each position copied from; ``valid`` bool
+      (gh, gw), True where ``source`` means something; ``painted`` float (gh, gw), the
+      fraction of each cell's working pixels that are hole (a cell with ``painted > 0``
+      and not ``hole`` was counted as known although partly painted).
     """
     image, mask = _checked(image, mask, dilate_px)
-    job = _prepare(image, mask, size or DEFAULT_SIZE, model.size_multiple)
-    index, valid, fhole = jax.device_get(forward(model, variables, job.small[None],
-                                                 job.small_hole[None], flow=True).flow)
-    fhole = np.asarray(fhole[0]).astype(bool)
-    gh, gw = fhole.shape
-    source = np.stack(np.divmod(np.asarray(index[0]).reshape(gh, gw), gw), axis=-1)
-    return {"working": job.small.shape[:2], "hole": fhole, "source": source,
-            "valid": np.asarray(valid[0]).reshape(gh, gw).astype(bool)}
+    size, multiple = size or DEFAULT_SIZE, size_multiple(model.num_downs)
+    target = _Target(image, mask, framing.check_strategy(strategy), size, multiple, margin, False)
+    views = []
+    for _, window, small, hole in target.jobs:
+        index, valid, fhole = jax.device_get(forward(model, variables, small[None], hole[None],
+                                                     flow=True).flow)
+        fhole = np.asarray(fhole[0]).astype(bool)
+        gh, gw = fhole.shape
+        painted = cv2.resize(hole[..., 0], (gw, gh), interpolation=cv2.INTER_AREA)
+        views.append({"window": window, "working": small.shape[:2], "hole": fhole,
+                      "source": np.stack(np.divmod(np.asarray(index[0]).reshape(gh, gw), gw), axis=-1),
+                      "valid": np.asarray(valid[0]).reshape(gh, gw).astype(bool),
+                      "painted": painted.reshape(gh, gw)})
+    return views

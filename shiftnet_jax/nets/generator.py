@@ -31,7 +31,7 @@ from shiftnet_jax.nets.conv import Conv4x4
 from shiftnet_jax.nets.feature_hole import RULES as FEATURE_HOLE_RULES
 from shiftnet_jax.nets.feature_hole import feature_hole
 from shiftnet_jax.nets.layers import NORMS, SpectralNorm, conv_init, make_norm
-from shiftnet_jax.nets.shift_level import ShiftLevel, ShiftOptions, shift_options
+from shiftnet_jax.nets.shift_level import ShiftLevel, ShiftOptions, check_analysis_options, shift_options
 
 
 def size_multiple(num_downs: int) -> int:
@@ -136,6 +136,9 @@ class ShiftNetGenerator(ShiftOptions, nn.Module):
       add_mask2input: append the known-pixel channel to the input (official default).
       spectral_norm: spectral normalisation of every U-Net conv, PyTorch's semantics
         (the official ``--use_spectral_norm_G``; :mod:`shiftnet_jax.nets.layers`).
+      ablate, shift_mode: the paper's analysis options (Figs. 10, 11; no parameters, no
+        training option): zero the "decoded", "encoded" or "shifted" third at the shift
+        level; copy from a "random" known position instead of the "nearest".
     """
 
     ngf: int = 64
@@ -149,6 +152,8 @@ class ShiftNetGenerator(ShiftOptions, nn.Module):
     conv_impl: str = "auto"
     add_mask2input: bool = True
     spectral_norm: bool = False
+    ablate: str | None = None
+    shift_mode: str = "nearest"
 
     def setup(self):
         if self.norm not in NORMS:
@@ -160,6 +165,7 @@ class ShiftNetGenerator(ShiftOptions, nn.Module):
             raise ValueError(f"shift_layer must lie in [2, num_downs - 1 = "
                              f"{self.num_downs - 1}], got {self.shift_layer}")
         self.check_shift_options(self.shift_layer)
+        check_analysis_options(self.variant, self.ablate, self.shift_mode)
         widths = self.widths
         last = self.num_downs - 1
         # Unlike pix2pix, the reference gives every generator conv a bias, also
@@ -171,7 +177,7 @@ class ShiftNetGenerator(ShiftOptions, nn.Module):
                  spectral_norm=self.spectral_norm)
             for i in range(self.num_downs)]
         self.shift_level = ShiftLevel(**shift_options(self), shift_tile=self.shift_tile,
-                                      dtype=self.dtype)
+                                      dtype=self.dtype, ablate=self.ablate, shift_mode=self.shift_mode)
         self.up = [
             Up(widths[i - 1] if i else self.output_channels, norm=self.norm if i else None,
                conv_impl=self.conv_impl, dtype=self.dtype, name=f"up_{i}",

@@ -18,6 +18,16 @@ differ at the shift level (features at ``H / 2**shift_layer``, decoder part
   its encoder's level 2 conv is 6x6 (stride 2, padding 2).
 
 ``use_shift=False`` (the official ``unet_256``) gives ``[d, e]``.
+
+Two analysis options of the paper (Figs. 10 and 11), off by default and apart from
+:class:`ShiftOptions` (they are no training option); neither adds or changes a
+parameter, so any checkpoint runs with them:
+
+* ``ablate``: ``"decoded"``, ``"encoded"`` or ``"shifted"`` zeroes that third of
+  ``[d, e, shift(d, e)]`` (Fig. 10: which part the decoder relies on).
+* ``shift_mode="random"``: every hole position copies the encoder feature of a
+  known position drawn at random (seed ``RANDOM_SHIFT_SEED``, the same draw for
+  the same shapes) instead of its nearest neighbour (Fig. 11).
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from shiftnet_jax.nets import soft_shift as soft
@@ -42,6 +53,38 @@ VARIANTS = {
 OFFICIAL_TO_VARIANT = {v: k for k, v in VARIANTS.items()}
 SOFT = ("patch_soft", "res_patch_soft")
 RESIDUAL = ("res", "res_patch_soft")
+ABLATIONS = (None, "decoded", "encoded", "shifted")
+SHIFT_MODES = ("nearest", "random")
+RANDOM_SHIFT_SEED = 0
+
+
+def random_shift(encoded, hole, seed: int = RANDOM_SHIFT_SEED):
+    """Each hole position gets the encoder feature of a uniformly drawn known position
+    (0 where nothing is known; 0 outside the hole), like ``shift`` with a random source.
+
+    encoded: (B, h, w, C); hole: (B, h, w) bool. Returns (B, h, w, C).
+    """
+    b, h, w, c = encoded.shape
+    known = ~hole.reshape(b, h * w)
+    count = known.sum(axis=1, keepdims=True)
+    draw = jax.random.uniform(jax.random.key(seed), (b, h * w))
+    k = jnp.minimum((draw * count).astype(jnp.int32), jnp.maximum(count - 1, 0))
+    order = jnp.argsort(~known, axis=1, stable=True)  # known positions first
+    source = jnp.take_along_axis(order, k, axis=1)
+    copied = jnp.take_along_axis(encoded.reshape(b, h * w, c), source[..., None], axis=1)
+    use = (hole.reshape(b, h * w) & (count > 0))[..., None]
+    return jnp.where(use, copied, 0).reshape(b, h, w, c).astype(encoded.dtype)
+
+
+def check_analysis_options(variant: str, ablate, shift_mode) -> None:
+    """ValueError (one line) for an unknown ``ablate`` / ``shift_mode`` or another variant."""
+    if ablate not in ABLATIONS:
+        raise ValueError(f"ablate must be one of decoded, encoded, shifted (or None), got {ablate!r}")
+    if shift_mode not in SHIFT_MODES:
+        raise ValueError(f"shift_mode must be one of {', '.join(SHIFT_MODES)}, got {shift_mode!r}")
+    if (ablate or shift_mode != "nearest") and variant != "shift":
+        raise ValueError(f"ablate and shift_mode apply to the shift variant (unet_shift_triple), "
+                         f"not {variant!r}")
 
 
 def shift_hole(hole, shift_sz: int, mask_thred: int):
@@ -130,6 +173,8 @@ class ShiftLevel(ShiftOptions, nn.Module):
 
     shift_tile: int | None = None
     dtype: Any = jnp.float32
+    ablate: str | None = None
+    shift_mode: str = "nearest"
 
     @nn.compact
     def __call__(self, decoded, encoded, hole, flipped=None, flipped_hole=None):
@@ -144,6 +189,8 @@ class ShiftLevel(ShiftOptions, nn.Module):
                                  shift_hole(hole, self.shift_sz, self.mask_thred),
                                  shift_hole(flipped_hole, self.shift_sz, self.mask_thred),
                                  triple_weight=self.triple_weight, tile=self.shift_tile)
+        elif self.shift_mode == "random":
+            shifted = random_shift(encoded, shift_hole(hole, self.shift_sz, self.mask_thred))
         else:
             shifted = shift(decoded, encoded, shift_hole(hole, self.shift_sz, self.mask_thred),
                             triple_weight=self.triple_weight, tile=self.shift_tile)
@@ -151,5 +198,8 @@ class ShiftLevel(ShiftOptions, nn.Module):
             fused = jnp.concatenate([decoded, decoded * shifted], axis=-1)
             residual = ResBlock(decoded.shape[-1], dtype=self.dtype, name="res")(fused)
             return jnp.concatenate([decoded + residual, encoded], axis=-1)
-        return jnp.concatenate([decoded, encoded, shifted], axis=-1)
+        parts = {"decoded": decoded, "encoded": encoded, "shifted": shifted}
+        if self.ablate:
+            parts[self.ablate] = jnp.zeros_like(parts[self.ablate])
+        return jnp.concatenate(list(parts.values()), axis=-1)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from shiftnet_jax import checkpoint
 from shiftnet_jax.data import image_io
-from shiftnet_jax.inference import inpaint
+from shiftnet_jax.inference import framing, inpaint
 from shiftnet_jax.inference.predict import default_size
 from shiftnet_jax.studio.uploads import (  # noqa: F401 - the server's names for them
     DEFAULT_MAX_BYTES,
@@ -46,14 +46,16 @@ def load_checkpoint(path):
     return checkpoint.load_generator(path)
 
 
+def run_inpaint(model, variables, image, mask, size: int, dilate_px: int,
+                strategy: str = framing.DEFAULT_STRATEGY) -> np.ndarray:
+    return inpaint.inpaint_image(model, variables, image, mask, size=size, dilate_px=dilate_px,
+                                 strategy=strategy)
 
 
-def run_inpaint(model, variables, image, mask, size: int, dilate_px: int) -> np.ndarray:
-    return inpaint.inpaint_image(model, variables, image, mask, size=size, dilate_px=dilate_px)
-
-
-def run_flow(model, variables, image, mask, size: int, dilate_px: int) -> dict:
-    return inpaint.shift_sources(model, variables, image, mask, size=size, dilate_px=dilate_px)
+def run_flow(model, variables, image, mask, size: int, dilate_px: int,
+             strategy: str = framing.DEFAULT_STRATEGY) -> list[dict]:
+    return inpaint.shift_sources(model, variables, image, mask, size=size, dilate_px=dilate_px,
+                                 strategy=strategy)
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -65,23 +67,34 @@ def encode_png(image: np.ndarray) -> bytes:
 # -------------------------------------------------------------- end adapter
 
 
-def flow_json(sources: dict, image_shape: tuple[int, int]) -> dict:
-    """``inpaint.shift_sources`` output -> the JSON body of ``POST /api/flow``."""
+def flow_json(views: list[dict], image_shape: tuple[int, int], strategy: str) -> dict:
+    """``inpaint.shift_sources`` output -> the JSON body of ``POST /api/flow``: per window
+    (the part of the photo the network saw) its grid, the source of every hole position,
+    and the positions that were partly painted but counted as known at the shift layer."""
     height, width = image_shape
-    gh, gw = sources["hole"].shape
-    positions = []
-    for y, x in zip(*np.nonzero(sources["hole"])):
-        src = sources["source"][y, x]
-        positions.append({"y": int(y), "x": int(x),
-                          "source": [int(src[0]), int(src[1])] if sources["valid"][y, x] else None})
-    return {
-        "image": {"height": height, "width": width},
-        "working": {"height": int(sources["working"][0]), "width": int(sources["working"][1])},
-        "grid": {"height": gh, "width": gw},
-        # Grid cell (y, x) covers image rows [y * cell.height, (y + 1) * cell.height), likewise columns.
-        "cell": {"height": height / gh, "width": width / gw},
-        "positions": positions,
-    }
+    windows = []
+    for view in views:
+        w, hole, painted = view["window"], view["hole"], view["painted"]
+        gh, gw = hole.shape
+        positions = []
+        for y, x in zip(*np.nonzero(hole)):
+            src = view["source"][y, x]
+            positions.append({"y": int(y), "x": int(x), "painted": round(float(painted[y, x]), 3),
+                              "source": [int(src[0]), int(src[1])] if view["valid"][y, x] else None})
+        known = np.nonzero((painted > 0) & ~hole)
+        windows.append({
+            "origin": {"y": w.top, "x": w.left},
+            "size": {"height": w.shape[0], "width": w.shape[1]},
+            "working": {"height": int(view["working"][0]), "width": int(view["working"][1])},
+            "grid": {"height": gh, "width": gw},
+            # Grid cell (y, x) covers photo rows origin.y + [y * cell.height, (y + 1) * cell.height).
+            "cell": {"height": w.shape[0] / gh, "width": w.shape[1] / gw},
+            "positions": positions,
+            # Partly under the brush, yet known to the shift (its feature kept, a possible source).
+            "partly_painted": [{"y": int(y), "x": int(x), "painted": round(float(painted[y, x]), 3)}
+                               for y, x in zip(*known)],
+        })
+    return {"image": {"height": height, "width": width}, "strategy": strategy, "windows": windows}
 
 
 @dataclass
@@ -144,6 +157,7 @@ class Engine:
 
     def health(self) -> dict:
         return {"status": "ok", "models": [m.describe() for m in self.models],
+                "strategies": list(framing.STRATEGIES), "default_strategy": framing.DEFAULT_STRATEGY,
                 "default_model": self.models[0].name, "queued": self.queued,
                 "limits": {"max_upload_bytes": self.max_bytes, "max_pixels": self.max_pixels}}
 
@@ -161,14 +175,16 @@ class Engine:
             with self._lock:
                 self.queued -= 1
 
-    async def inpaint(self, m: Model, image, mask, dilate_px: int, gone=None) -> np.ndarray | None:
+    async def inpaint(self, m: Model, image, mask, dilate_px: int,
+                      strategy: str = framing.DEFAULT_STRATEGY, gone=None) -> np.ndarray | None:
         return await self.on_device(run_inpaint, m.model, m.variables, image, mask, m.size, dilate_px,
-                                    gone=gone)
+                                    strategy, gone=gone)
 
-    async def flow(self, m: Model, image, mask, dilate_px: int, gone=None) -> dict | None:
-        sources = await self.on_device(run_flow, m.model, m.variables, image, mask, m.size, dilate_px,
-                                       gone=gone)
-        return None if sources is None else flow_json(sources, image.shape[:2])
+    async def flow(self, m: Model, image, mask, dilate_px: int,
+                   strategy: str = framing.DEFAULT_STRATEGY, gone=None) -> dict | None:
+        views = await self.on_device(run_flow, m.model, m.variables, image, mask, m.size, dilate_px,
+                                     strategy, gone=gone)
+        return None if views is None else flow_json(views, image.shape[:2], strategy)
 
     def close(self):
         self._device.shutdown(wait=False, cancel_futures=True)

@@ -4,8 +4,8 @@
     GET  /local        the local mode (static/local.html): the ONNX model runs in the
                        browser (built by python -m shiftnet_jax.studio.build_local)
     GET  /api/health   models, working sizes, limits
-    POST /api/inpaint  multipart image, mask [, model, dilate] -> image/png
-    POST /api/flow     the same fields -> JSON: the shift's source of every hole position
+    POST /api/inpaint  multipart image, mask [, model, dilate, strategy] -> image/png
+    POST /api/flow     the same fields -> JSON: per window, the shift's source of every hole position
 
 Every refusal is a 4xx with ``{"error": "one line"}``; the server keeps serving.
 """
@@ -89,20 +89,23 @@ async def _fields(request: Request, engine: Engine):
                 raise BadInput(f"field {name!r} must be a file upload")
             blobs[name] = await part.read()
         text = {}
-        for name in ("model", "dilate"):
+        for name in ("model", "dilate", "strategy"):
             value = form.get(name)
             if isinstance(value, UploadFile):
                 raise BadInput(f"field {name!r} must be text, not a file")
             text[name] = (value or "").strip()
         model = engine.model(text["model"] or None)
         dilate = text["dilate"] or "0"
+        strategy = text["strategy"] or eng.framing.DEFAULT_STRATEGY
     if not (dilate.isascii() and dilate.isdigit()) or int(dilate) > MAX_DILATE:  # not "١٢"
         raise BadInput(f"dilate must be a whole number of pixels from 0 to {MAX_DILATE} (digits 0-9), "
                        f"got {ascii(dilate)[:40]}")
+    if strategy not in eng.framing.STRATEGIES:
+        raise BadInput(f"strategy must be one of {', '.join(eng.framing.STRATEGIES)}, got {ascii(strategy[:40])}")
     # Decoding is CPU work: off the event loop, but not on the device thread.
     image = await run_in_threadpool(eng.decode_image, blobs["image"], engine.max_pixels)
     mask = await run_in_threadpool(eng.decode_mask, blobs["mask"], image.shape[:2], engine.max_pixels)
-    return model, image, mask, int(dilate)
+    return model, image, mask, int(dilate), strategy
 
 
 def _guard(endpoint):
@@ -157,9 +160,9 @@ def create_app(engine: Engine, hosts=guard.LOOPBACK_NAMES) -> Starlette:
 
     @_guard
     async def inpaint(request):
-        model, image, mask, dilate = await _fields(request, engine)
+        model, image, mask, dilate, strategy = await _fields(request, engine)
         async with _while_connected(request) as gone:
-            out = await engine.inpaint(model, image, mask, dilate, gone)
+            out = await engine.inpaint(model, image, mask, dilate, strategy, gone=gone)
         if out is None:  # the client went away: nobody reads an answer
             return Response(status_code=499)
         png = await run_in_threadpool(eng.encode_png, out)
@@ -168,9 +171,9 @@ def create_app(engine: Engine, hosts=guard.LOOPBACK_NAMES) -> Starlette:
 
     @_guard
     async def flow(request):
-        model, image, mask, dilate = await _fields(request, engine)
+        model, image, mask, dilate, strategy = await _fields(request, engine)
         async with _while_connected(request) as gone:
-            body = await engine.flow(model, image, mask, dilate, gone)
+            body = await engine.flow(model, image, mask, dilate, strategy, gone=gone)
         if body is None:
             return Response(status_code=499)
         body["model"] = model.name

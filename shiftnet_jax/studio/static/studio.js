@@ -208,6 +208,7 @@ function form(maskBlob) {
   f.append("mask", maskBlob, "mask.png");
   if ($("model").value) f.append("model", $("model").value);
   f.append("dilate", String(Math.max(0, Math.floor(Number($("dilate").value) || 0))));
+  f.append("strategy", $("strategy").value);
   return f;
 }
 
@@ -353,6 +354,7 @@ async function start() {
   try {
     const health = await (await fetch("/api/health")).json();
     state.limits = health.limits;
+    if (health.default_strategy) $("strategy").value = health.default_strategy;
     for (const m of health.models) $("model").add(new Option(`${m.name} (${m.working_size} px)`, m.name));
     $("model-group").hidden = health.models.length < 2;
     $("server-info").textContent = `${health.models.length} model${health.models.length > 1 ? "s" : ""} · `
