@@ -6,7 +6,7 @@ From the same initial G and D, the same batches, masks and random draws, for 10
 steps: the bar is the loss terms of steps 1-2 and the parameters after step 1 within
 1e-4 (relative), and steps 5 and 10 within a small multiple of the spread that the
 official code shows against itself (1 vs 2 torch threads), recorded in the fixture.
-What holds today: step-1 losses and D; the G side is open (``G_OPEN`` below).
+What holds today: see ``OPEN`` / ``LATER_OPEN`` below.
 """
 
 import functools
@@ -95,12 +95,19 @@ def errors(setting, step):
     return g_err, d_err, spread["g"], spread["d"]
 
 
-# Open (issue 16): on these noise batches our G gradients of step 1 differ from the
-# official ones by ~2e-3 (relative), while D's agree to 3e-7 and the step-1 losses to
-# 2e-7; on piecewise-constant batches the op-by-op G gradients agreed to 5e-6. Until
-# that is found, the G-side bars are expected failures (strict: a fix makes them fail).
-G_OPEN = pytest.mark.xfail(strict=True, reason="open: G's step-1 gradients differ ~2e-3 "
-                           "from the official code's on noise batches (issue 16)")
+# Open (issue 16): with centre holes and InstanceNorm (paper, wgan_gp) our G gradients
+# of step 1 differ from the official ones by ~2e-3 (relative) on these noise batches,
+# while D's agree to 1e-8..3e-7, the step-1 losses to 2e-5, and rect holes or BatchNorm
+# pass the 1e-4 bar. Until that is found, those cases are expected failures (strict: a
+# fix makes them fail, so that the marks come off).
+OPEN = ("paper", "wgan_gp")
+G_OPEN = pytest.mark.xfail(strict=True, reason="open: G's step-1 gradients differ ~2e-3 from "
+                           "the official code's with centre holes + InstanceNorm (issue 16)")
+G_CASES = [pytest.param(s, marks=G_OPEN) if s in OPEN else s for s in SETTINGS]
+# Steps 5 and 10: not yet within SPREAD_FACTOR x the official spread for every setting
+# and term (not strict: the settings that pass show as XPASS).
+LATER_OPEN = pytest.mark.xfail(strict=False, reason="open: steps 5/10 exceed 4x the official "
+                               "1-vs-2-thread spread for some terms (issue 16)")
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
@@ -118,8 +125,7 @@ def test_discriminator_after_step_1_matches_the_official_code(setting):
     assert d_err["max_rel"] <= 1e-4, d_err
 
 
-@G_OPEN
-@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("setting", G_CASES)
 def test_loss_terms_of_step_2_match_the_official_code(setting):
     z, _, _ = fixture(setting)
     _, _, losses = ours(setting)
@@ -128,14 +134,13 @@ def test_loss_terms_of_step_2_match_the_official_code(setting):
                                    atol=1e-9, err_msg=f"{setting} {name} step 2")
 
 
-@G_OPEN
-@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("setting", G_CASES)
 def test_generator_after_step_1_matches_the_official_code(setting):
     g_err, _, _, _ = errors(setting, 1)
     assert g_err["max_rel"] <= 1e-4, g_err
 
 
-@G_OPEN
+@LATER_OPEN
 @pytest.mark.parametrize("setting", SETTINGS)
 @pytest.mark.parametrize("step", [5, 10])
 def test_steps_5_and_10_lie_within_the_official_codes_own_spread(setting, step):
