@@ -193,15 +193,16 @@ def test_pipeline_is_inpaint_image_at_the_working_size(tmp_path):
 
 
 def test_stablehlo_runs_in_a_program_without_model_code(exported, tmp_path):
-    path = exported("bundled")[-1]
+    _, _, size, *_, path = exported("bundled")
+    s, q = size, size // 8          # the shift runs at 1/8 of the image size
     script = (
         "import sys, numpy as np, jax\n"
         f"e = jax.export.deserialize(bytearray(open({str(path)!r}, 'rb').read()))\n"
-        "x = np.zeros((3, 64, 64, 3), np.float32); h = np.zeros((3, 64, 64, 1), np.float32)\n"
-        "h[:, 16:48, 16:48] = 1\n"
+        f"x = np.zeros((3, {s}, {s}, 3), np.float32); h = np.zeros((3, {s}, {s}, 1), np.float32)\n"
+        f"h[:, {s // 4}:{3 * s // 4}, {s // 4}:{3 * s // 4}] = 1\n"
         "out, source = (np.asarray(a) for a in e.call(x, h))\n"
-        "assert out.shape == (3, 64, 64, 3) and np.isfinite(out).all()\n"
-        "assert source.shape == (3, 8, 8) and (source[:, 2:6, 2:6] >= 0).all()\n"
+        f"assert out.shape == (3, {s}, {s}, 3) and np.isfinite(out).all()\n"
+        f"assert source.shape == (3, {q}, {q}) and (source[:, {q // 4}:{3 * q // 4}, {q // 4}:{3 * q // 4}] >= 0).all()\n"
         "assert not any(m.startswith('shiftnet_jax') for m in sys.modules)\n"
         "print(','.join(e.platforms))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

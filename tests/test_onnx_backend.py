@@ -27,13 +27,13 @@ def _inpaint_cli():
 
 def test_onnx_backend_inpaints_as_jax_on_a_photo_of_another_shape(tmp_path, capsys):
     model, variables, config = checkpoint.load_generator(checkpoint.BUNDLED_MODEL)
-    photo = skdata.chelsea()                        # 300 x 451: working size 64 x 128
+    photo = skdata.chelsea()                        # 300 x 451: working size 128 x 256
     mask = np.zeros(photo.shape[:2], bool)
     mask[100:180, 150:260] = True
     backend = OnnxGenerator(model, variables)
-    ours = inpaint_image(model, variables, photo, mask, size=128)
-    onnx = inpaint_image(backend, variables, photo, mask, size=128)
-    assert list(backend._sessions) == [(64, 128)]
+    ours = inpaint_image(model, variables, photo, mask, size=256, strategy="resize")
+    onnx = inpaint_image(backend, variables, photo, mask, size=256, strategy="resize")
+    assert list(backend._sessions) == [(128, 256)]
     np.testing.assert_array_equal(onnx[~mask], photo[~mask])
     assert np.abs(onnx[mask].astype(int) - ours[mask]).max() <= 1
     assert (onnx[mask] != photo[mask]).any(-1).mean() > 0.5
@@ -41,7 +41,7 @@ def test_onnx_backend_inpaints_as_jax_on_a_photo_of_another_shape(tmp_path, caps
     Image.fromarray(photo).save(tmp_path / "cat.png")
     Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "cat_mask.png")
     args = ["--image", str(tmp_path / "cat.png"), "--mask", str(tmp_path / "cat_mask.png"),
-            "--out", str(tmp_path / "out.png"), "--size", "128", "--backend", "onnx"]
+            "--out", str(tmp_path / "out.png"), "--size", "256", "--strategy", "resize", "--backend", "onnx"]
     assert _inpaint_cli().main(args) == 0
     written = np.asarray(Image.open(tmp_path / "out.png"))
     assert np.abs(written.astype(int) - onnx).max() <= 1

@@ -47,10 +47,11 @@ def _png(array, path):
 
 
 def test_local_mode_inpaints_in_the_browser_as_the_server_does(browser, url, tmp_path):
-    size = 64   # the demo model's working size: no resize on either side
+    # The bundled model's working size: no resize on either side.
+    size = checkpoint.read_config(checkpoint.BUNDLED_MODEL)["data"]["crop_size"]
     photo = cv2.resize(skdata.astronaut(), (size, size), interpolation=cv2.INTER_AREA)
     hole = stroke_mask(np.random.default_rng(5), size)[..., 0] > 0
-    hole[20:36, 24:44] = True
+    hole[size * 5 // 16:size * 9 // 16, size * 3 // 8:size * 11 // 16] = True
     mask = (hole * 255).astype(np.uint8)
     page = browser.new_page()
     requests, errors = [], []
