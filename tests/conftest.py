@@ -86,17 +86,29 @@ def assert_gradients_match(grads, expected, tol: float = 1e-3):
 
 
 @pytest.fixture
-def small_fs(tmp_path):
+def small_fs(make_small_fs):
     """A 256 KB tmpfs mounted for the test (where root may mount), to fill the disk for real."""
+    return make_small_fs("256k")
+
+
+@pytest.fixture
+def make_small_fs(tmp_path):
+    """``make_small_fs("1600k")``: a tmpfs of that size mounted for the test (where root may
+    mount; skipped with the reason elsewhere), unmounted after it."""
     import subprocess
 
-    mount = tmp_path / "small_fs"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()[:80] or 'not root'})")
-    try:
-        yield mount
-    finally:
+    mounts = []
+
+    def make(size: str):
+        mount = tmp_path / f"small_fs_{len(mounts)}"
+        mount.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()[:80] or 'not root'})")
+        mounts.append(mount)
+        return mount
+
+    yield make
+    for mount in mounts:
         subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from shiftnet_jax import checkpoint
 from shiftnet_jax.config import default_config
 from shiftnet_jax.inference import evaluate, metrics, predict
 from shiftnet_jax.train import parallel
@@ -234,3 +235,27 @@ def test_a_complete_run_says_so_in_one_line(tmp_path, capsys):
         "--config.num_steps trains on, another --workdir starts afresh)"]
     assert (tmp_path / "metrics.jsonl").read_text() == before
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]
+
+
+@pytest.mark.parametrize("when", ["before", "while"])
+def test_a_full_disk_is_one_line_and_the_last_checkpoint_stays(make_small_fs, monkeypatch, capfd, when):
+    """Checkpoint 4 does not fit: refused before writing ("before"), or the write itself fails
+    in Orbax's background threads ("while", the free-space check disabled). Either way one
+    error, no traceback on stderr, no partial folder, and checkpoint 2 resumes."""
+    workdir = make_small_fs("1600k") / "run"     # one checkpoint of the tiny model (0.9 MB) fits
+    train_and_evaluate(tiny_config(num_steps=2, checkpoint_every=2), workdir)
+    capfd.readouterr()
+    if when == "while":
+        monkeypatch.setattr(checkpoint, "_state_bytes", lambda state: 0)
+    with pytest.raises(checkpoint.CheckpointWriteError) as e:
+        train_and_evaluate(tiny_config(num_steps=4, checkpoint_every=2), workdir)
+    message = str(e.value)
+    assert "\n" not in message and "cannot write checkpoint 4" in message, message
+    assert "space" in message and "the last complete checkpoint: step 2, intact" in message, message
+    assert "Traceback" not in capfd.readouterr().err
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2"]
+    monkeypatch.undo()
+    mngr = checkpoint.manager(workdir, create=False)
+    state = training.create_state(tiny_config(), 32)
+    assert checkpoint.restore(mngr, target=state)[0] == 2
+    mngr.close()

@@ -11,6 +11,7 @@ Workdir layout::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -189,7 +190,7 @@ def train_and_evaluate(config, workdir) -> dict:
         checkpoint.save(mngr, step, state)
 
     try:
-        with _StopRequested() as stop:
+        with _StopRequested() as stop, checkpoint.background_errors_held():
             batches = iter(loader)
             while step < steps and stop.signal is None:
                 batch = next(batches)
@@ -213,7 +214,7 @@ def train_and_evaluate(config, workdir) -> dict:
             if stop.signal is not None:
                 bar.write(f"{stop.signal}: saving checkpoint {step} and stopping")
             save()
-        mngr.wait_until_finished()
+            checkpoint.finish(mngr, step)
         summary = {"step": step, **scalars}
         if step >= steps and config.eval_batches:
             summary.update(score_test_batches(state, config, mesh, generator, local_batch,
@@ -224,7 +225,8 @@ def train_and_evaluate(config, workdir) -> dict:
         loader.close()
         bar.close()
         writer.close()
-        mngr.wait_until_finished()
+        with contextlib.suppress(checkpoint.CheckpointWriteError):  # raised above already
+            checkpoint.finish(mngr)
         mngr.close()
 
 
