@@ -139,7 +139,11 @@ def read_config(ckpt_dir) -> dict:
 
 class CheckpointWriteError(UserError):
     """A checkpoint could not be written (a full disk, a read-only folder); one line that names
-    the folder, the space free and needed, and the last complete checkpoint, which is intact."""
+    the folder, the space free and needed, and the last complete checkpoint, which is intact. ``detail``: the reason and the space."""
+
+    def __init__(self, message: str, detail: str):
+        super().__init__(message)
+        self.detail = detail
 
 
 def _state_bytes(state) -> int:
@@ -163,9 +167,9 @@ def _write_failed(mngr, step: int, reason: str, needed: int | None) -> Checkpoin
     except OSError:
         done = []
     last = f"step {done[-1]}, intact" if done else "none"
-    return CheckpointWriteError(
-        f"cannot write checkpoint {step} to {escaped(directory)} ({'; '.join([reason, *space])}); "
-        f"the last complete checkpoint: {last}")
+    detail = "; ".join([reason, *space])
+    return CheckpointWriteError(f"cannot write checkpoint {step} to {escaped(directory)} ({detail}); "
+                                f"the last complete checkpoint: {last}", detail)
 
 
 def _reason(e: BaseException) -> str:
@@ -265,8 +269,9 @@ def export_generator(out_dir, model_kwargs: dict, variables, *, config: dict | N
     if source:
         config["source"] = source
     mngr = manager(out_dir)
-    save(mngr, 0, {"generator": variables})
-    mngr.wait_until_finished()
+    with background_errors_held():
+        save(mngr, 0, {"generator": variables})
+        finish(mngr, 0)
     mngr.close()
     write_config(out_dir, config)
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from shiftnet_jax import checkpoint
-from shiftnet_jax.errors import first_line, one_line
+from shiftnet_jax.errors import UserError, escaped, first_line, one_line
 from shiftnet_jax.nets.shift_level import SHIFT_DEFAULTS, SOFT, VARIANTS, ShiftOptions
 from shiftnet_jax.torchfile.reader import file_name, read_torch_state_dict
 from shiftnet_jax.torchfile.state_dicts import check_variables, from_torch_state_dict
@@ -57,6 +57,9 @@ def _write_atomically(out_dir, kwargs, variables, source):
     try:
         checkpoint.export_generator(tmp, kwargs, variables, source=source)
         os.replace(tmp, out)  # atomic; replaces only an empty directory
+    except checkpoint.CheckpointWriteError as e:  # named by the output, not the temporary folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"cannot write {escaped(out)} ({e.detail}); nothing was left behind") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -6,7 +6,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import load_reference
+from conftest import IN_REPO_FIXTURES, load_reference
 
 from shiftnet_jax import checkpoint
 from shiftnet_jax.convert import main
@@ -118,3 +118,19 @@ def test_convert_into_an_existing_empty_directory(fixtures_dir, tmp_path, capsys
     assert main([str(fixtures_dir / "reference_ngf8_center.pth"), str(tmp_path / "full")]) == 1
     assert "exists and is not an empty directory" in capsys.readouterr().err
     assert (tmp_path / "full" / "x").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("when", ["before", "while"])
+def test_convert_on_a_full_disk_is_one_line_and_leaves_nothing(make_small_fs, monkeypatch, capfd, when):
+    """Refused by the free-space check ("before"), or failing inside Orbax's writer threads
+    with the check disabled ("while"): one line naming the output, no traceback, no
+    ``.NAME.*.partial`` folder left."""
+    disk = make_small_fs("64k")
+    if when == "while":
+        monkeypatch.setattr(checkpoint, "_state_bytes", lambda state: 0)
+    source = IN_REPO_FIXTURES / "reference_ngf2_center.pth"
+    assert main([str(source), str(disk / "out")]) == 1
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: cannot write {disk / 'out'} (") and "nothing was left behind" in err, err
+    assert list(disk.iterdir()) == []
