@@ -29,6 +29,24 @@ def cannot_write(path, e: OSError, needed: int | None = None) -> UserError:
     return UserError(f"cannot write {escaped(os.fspath(path))} ({why}{space})")
 
 
+def write_atomically(path, data: bytes):
+    """Write ``data`` to ``path`` (parent folders created) through a temporary file renamed into
+    place: never a partial file; a failure (a full disk) is one :func:`cannot_write` line."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise cannot_write(path, e, len(data)) from None
+    return path
+
+
 def one_line(text: str, n: int = MAX_MESSAGE) -> str:
     """``text`` as one printable line of at most ``n`` characters."""
     text = "".join(c if c.isprintable() else " " for c in str(text)[: 4 * n])

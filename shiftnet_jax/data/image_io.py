@@ -21,12 +21,11 @@ import io
 import math
 import os
 import stat
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from shiftnet_jax.errors import UserError, cannot_write, escaped, first_line
+from shiftnet_jax.errors import UserError, escaped, first_line, write_atomically
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
 MASK_THRESHOLD = 0  # a mask pixel is a hole when its 8-bit strength is > this
@@ -305,16 +304,8 @@ def from_uint8(image):
 
 def save_png(path, image: np.ndarray):
     """Write uint8 (H, W[, 3]) as PNG, creating parent folders; atomic (write, then rename)."""
-    path = Path(path)
-    data = encode_png(image)  # in memory first: the space it needs is known before writing
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as e:  # a full disk, a read-only folder: no partial file left, one line
-        tmp.unlink(missing_ok=True)
-        raise cannot_write(path, e, len(data)) from None
+    # Encoded in memory first: the space it needs is known before writing.
+    write_atomically(path, encode_png(image))
 
 
 def encode_png(image: np.ndarray, compress_level: int = 6) -> bytes:

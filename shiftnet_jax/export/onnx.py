@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from shiftnet_jax.errors import UserError
+from shiftnet_jax.errors import UserError, write_atomically
 
 OPSET = 17
 BATCH = "N"
@@ -74,12 +74,7 @@ def to_onnx(fn, inputs: dict, outputs: list[str], *, model_name: str = "shiftnet
 
 def save(proto, out_path) -> Path:
     """Write a ModelProto (weights inline: all our models are far below 2 GB)."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_bytes(proto.SerializeToString())
-    tmp.replace(out_path)
-    return out_path
+    return write_atomically(out_path, proto.SerializeToString())
 
 
 def session(path_or_bytes, *, threads: int | None = None):

@@ -17,6 +17,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from shiftnet_jax.errors import write_atomically
 from shiftnet_jax.export.onnx import BATCH
 
 PLATFORMS = ("cpu", "cuda")
@@ -31,12 +32,8 @@ def export(fn, inputs: dict, *, platforms=PLATFORMS) -> jax.export.Exported:
 
 
 def save(exported: jax.export.Exported, out_path) -> Path:
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_bytes(exported.serialize())
-    tmp.replace(out_path)
-    return out_path
+    """Write the serialized artifact (atomically: never a partial file)."""
+    return write_atomically(out_path, exported.serialize())
 
 
 def load(path) -> jax.export.Exported:
