@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import key
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from shiftnet_jax import checkpoint
@@ -227,3 +229,16 @@ def test_reference_checkpoint_inpaints_a_photo(fixtures_dir, tmp_path, capsys):
     np.testing.assert_array_equal(out[~mask], image[~mask])
     assert (out[mask] != image[mask]).any()
     assert Image.open(tmp_path / "out_flow.png").size == (451, 300 + inpaint.flow_legend(451).shape[0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 24), st.integers(1, 24), st.integers(0, 7), st.integers(0, 2**32 - 1))
+def test_dilate_is_the_exact_euclidean_disc(height, width, pixels, seed):
+    """Every pixel within Euclidean distance ``pixels`` of a hole pixel joins the hole, and no
+    other: brute force over all pairs, for holes anywhere (touching the borders, or none)."""
+    mask = np.random.default_rng(seed).random((height, width)) < 0.08
+    ys, xs = np.nonzero(mask)
+    gy, gx = np.mgrid[:height, :width]
+    d2 = (gy[..., None] - ys) ** 2 + (gx[..., None] - xs) ** 2
+    expected = (d2 <= pixels * pixels).any(-1) if len(ys) else mask
+    np.testing.assert_array_equal(inpaint.dilate(mask, pixels), expected | mask)

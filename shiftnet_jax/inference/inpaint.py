@@ -66,9 +66,11 @@ def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     top, left = max(rows[0] - pixels, 0), max(cols[0] - pixels, 0)  # only the box can change
     bottom, right = rows[-1] + pixels + 1, cols[-1] + pixels + 1
-    known = (~mask[top:bottom, left:right]).astype(np.uint8)  # distance to the nearest hole pixel
-    out = mask.copy()
-    out[top:bottom, left:right] = cv2.distanceTransform(known, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) <= pixels
+    known = np.logical_not(mask[top:bottom, left:right]).view(np.uint8)  # 1 = known, 0 = hole
+    distance = cv2.distanceTransform(known, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)  # to the nearest hole
+    whole = top == 0 and left == 0 and bottom >= mask.shape[0] and right >= mask.shape[1]
+    out = np.empty_like(mask) if whole else mask.copy()   # a 49 MP copy is ~0.4 s: only when needed
+    np.less_equal(distance, pixels, out=out[top:bottom, left:right])
     return out
 
 
