@@ -120,7 +120,9 @@ def test_config_trains_evaluates_and_inpaints(path, variant, write, tmp_path, ca
                  # 4 photos in batches of 4: one step per epoch; the official lambda policy
                  # with niter 1, niter_decay 1 gives epoch 1 lr / 2, epoch 2 (its last) 0
                  "--config.batch_size=4", "--config.official.niter=1", "--config.official.niter_decay=1",
-                 "--config.checkpoint_every=1"]
+                 "--config.checkpoint_every=1",
+                 # fresh weights as the official --init_type kaiming (not our N(0, 0.02))
+                 "--config.official.init_type=kaiming"]
     if (config.loss.style or config.loss.content) and not config.loss.vgg16:
         # VGG16's ImageNet weights are a download: a narrow VGG16 of the same layout.
         args.append(f"--config.loss.vgg16={ROOT / 'tests' / 'fixtures' / 'vgg16_narrow.pth'}")
@@ -141,6 +143,9 @@ def test_config_trains_evaluates_and_inpaints(path, variant, write, tmp_path, ca
         assert [r["lr"] for r in logged if "lr" in r] == pytest.approx([lr / 2, 0.0], rel=1e-6)
         after = [checkpoint.load_generator(run, step=s)[1]["params"] for s in (1, 2)]
         jax.tree.map(np.testing.assert_array_equal, *after)
+        # kaiming (fan_in: 16 channels x 4x4) after one step of at most 1e-4 per weight
+        kernel = np.asarray(after[0]["down_3"]["conv"]["kernel"])   # 16 -> 32 channels
+        assert kernel.shape[2] == 16 and kernel.std() == pytest.approx(np.sqrt(2 / 256), rel=0.05)
 
     if config.data.source in ("tfds", "places"):  # the scene filter found the six scenes, no other
         data_cfg = configlib.load_config(path).data

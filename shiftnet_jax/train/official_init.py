@@ -40,11 +40,20 @@ def _fans(shape) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
+def _orthonormal_columns(a):
+    """Q of ``a = QR`` with R's diagonal positive (the sign fix that makes Q a uniform draw).
+    A conv's Gaussian matrix is tall (>= 2:1, well conditioned): Q = a R^-1 with R from
+    Cholesky of a^T a, the same Q and, on busy cores, far faster than LAPACK's QR."""
+    if a.shape[0] >= 2 * a.shape[1]:
+        r = np.linalg.cholesky(a.T @ a).T
+        return a @ np.linalg.inv(r)
+    q, r = np.linalg.qr(a)
+    return q * np.sign(np.diag(r))
+
+
 def _orthogonal(rng, shape, gain):
     rows, cols = shape[0], int(np.prod(shape[1:]))
-    flat = rng.standard_normal((max(rows, cols), min(rows, cols)))
-    q, r = np.linalg.qr(flat)                   # q: orthonormal columns
-    q = q * np.sign(np.diag(r))                 # a uniform (Haar) draw, not QR's sign choice
+    q = _orthonormal_columns(rng.standard_normal((max(rows, cols), min(rows, cols))))
     q = q.T if rows < cols else q
     return gain * q.reshape(shape)
 
