@@ -15,7 +15,7 @@ from conftest import IN_REPO_FIXTURES
 from shiftnet_jax import config as configlib
 from shiftnet_jax.nets.generator import ShiftNetGenerator
 from shiftnet_jax.torchfile.patchgan_state import patchgan_from_torch_state_dict
-from shiftnet_jax.train import official_config, official_init
+from shiftnet_jax.train import official_init
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (256, 128, 4, 4)   # a PyTorch conv weight: out, in, kh, kw (fan_in 2048, fan_out 4096)
