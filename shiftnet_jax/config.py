@@ -24,7 +24,8 @@ from shiftnet_jax.nets import feature_hole, shift_level
 from shiftnet_jax.nets.conv import IMPLS
 from shiftnet_jax.nets.generator import size_multiple
 from shiftnet_jax.nets.layers import NORMS
-from shiftnet_jax.train import losses
+from shiftnet_jax.train import losses, official_schedule
+from shiftnet_jax.train.official_options import INIT_TYPES
 
 _DTYPES = ("float32", "bfloat16")
 
@@ -96,6 +97,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.distributed = False     # jax.distributed.initialize() from JAX_COORDINATOR_ADDRESS & co.
     # "official": train with the official code's step, as it is (docs/official-mode.md).
     c.compat = ""
+    # Official options without a counterpart of ours, by their official names; read with
+    # compat "official" only. lr_policy (lambda, step, cosine; "" = the constant optim.lr)
+    # per epoch with niter, niter_decay, lr_decay_iters, epoch_count
+    # (shiftnet_jax/train/official_schedule.py); fresh weights drawn as init_type (normal,
+    # xavier, kaiming, orthogonal) with init_gain (shiftnet_jax/train/official_init.py).
+    c.official = ml_collections.ConfigDict(dict(
+        lr_policy="", niter=30, niter_decay=0, lr_decay_iters=50, epoch_count=1,
+        init_type="normal", init_gain=0.02))
     return c
 
 
@@ -257,6 +266,33 @@ def _at_most(config, key, maximum):
         raise ConfigError(f"config field {key!r} must be <= {maximum}; got {value!r}")
 
 
+def _check_official_fields(config):
+    """The group ``official`` (learning-rate policy, initialisation): compat "official" only."""
+    _choice(config, "official.lr_policy", ("",) + official_schedule.POLICIES)
+    _choice(config, "official.init_type", INIT_TYPES)
+    for key in ("official.niter", "official.lr_decay_iters", "official.epoch_count"):
+        _at_least(config, key, 1)
+    _at_least(config, "official.niter_decay", 0)
+    _at_least(config, "official.init_gain", 0)
+    o = config.official
+    if config.compat != "official" and (o.lr_policy or (o.init_type, o.init_gain) != ("normal", 0.02)):
+        raise ConfigError("config group 'official' is read with compat 'official' only (ours: "
+                          "optim.schedule; our weights start as its default init_type normal, "
+                          "init_gain 0.02)")
+    if not o.lr_policy:
+        return
+    if o.lr_policy == "plateau":
+        raise ConfigError(official_schedule.PLATEAU)
+    if config.optim.schedule != "constant":
+        raise ConfigError(f"config fields 'official.lr_policy' ({o.lr_policy!r}) and 'optim.schedule' "
+                          f"({config.optim.schedule!r}) are two schedules; keep schedule 'constant'")
+    epochs = official_schedule.epochs_trained(o)
+    if not config.num_steps and config.num_epochs != epochs:
+        raise ConfigError(f"official.lr_policy {o.lr_policy!r}: the official code trains niter + "
+                          f"niter_decay + 1 - epoch_count = {epochs} epochs; set num_epochs to "
+                          f"{epochs} (got {config.num_epochs:g}), or num_steps")
+
+
 def validate(config, check_paths: bool = True):
     """Check every value the training run will use; raise :class:`ConfigError` on the first bad one.
 
@@ -298,6 +334,7 @@ def validate(config, check_paths: bool = True):
             os.path.expanduser(config.loss.vgg16)):
         raise ConfigError("config fields 'loss.style' / 'loss.content' need 'loss.vgg16': the path "
                           f"of a torchvision vgg16 state dict (got {config.loss.vgg16!r})")
+    _check_official_fields(config)
     if config.optim.schedule == "cosine" and not config.num_steps:
         raise ConfigError("optim.schedule 'cosine' needs config field 'num_steps' (> 0)")
     if not config.num_steps and not config.num_epochs > 0:

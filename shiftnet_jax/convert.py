@@ -4,7 +4,8 @@ The mappings themselves are :mod:`shiftnet_jax.torchfile.state_dicts`; this
 module reads the ``.pth`` safely, checks it and writes the folder atomically.
 
 Command line: ``python -m shiftnet_jax.convert CKPT.pth OUT_DIR`` writes a
-checkpoint that ``eval.py --ckpt OUT_DIR`` and ``inpaint.py`` load.
+checkpoint that ``eval.py --ckpt OUT_DIR`` and ``inpaint.py`` load; ``--compat official``
+records ``"compat": "official"`` in its ``config.json`` (docs/official-mode.md).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def load_torch_checkpoint(path, norm: str | None = None, *, variant: str | None 
         raise ValueError(one_line(f"{file_name(path)}: {e}")) from None
 
 
-def _write_atomically(out_dir, kwargs, variables, source):
+def _write_atomically(out_dir, kwargs, variables, source, config=None):
     """Export into a temporary folder beside ``out_dir``, then rename it: no partial output."""
     out = Path(out_dir)
     if out.exists():
@@ -55,7 +56,7 @@ def _write_atomically(out_dir, kwargs, variables, source):
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.absolute().parent))
     try:
-        checkpoint.export_generator(tmp, kwargs, variables, source=source)
+        checkpoint.export_generator(tmp, kwargs, variables, config=config, source=source)
         os.replace(tmp, out)  # atomic; replaces only an empty directory
     except checkpoint.CheckpointWriteError as e:  # named by the output, not the temporary folder
         shutil.rmtree(tmp, ignore_errors=True)
@@ -63,6 +64,19 @@ def _write_atomically(out_dir, kwargs, variables, source):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _check_official(variant, kwargs, args):
+    """``--compat official`` runs the model as the official code does: refuse what it does not."""
+    if variant == "face":
+        raise ValueError(f"{file_name(args.checkpoint)}: --compat official does not reproduce "
+                         "the face variant's broadcast flip shift yet (convert without --compat)")
+    if kwargs["feature_hole"] != "nearest":
+        raise ValueError("--compat official: the official code's feature hole is 'nearest', "
+                         f"not --feature-hole {kwargs['feature_hole']}")
+    if kwargs.get("patch_order", "reference") != "reference":
+        raise ValueError("--compat official: the official code orders the soft shift's patches "
+                         "its own way (--patch-order reference), not spatially")
 
 
 def main(argv=None):
@@ -94,6 +108,10 @@ def main(argv=None):
     parser.add_argument("--patch-order", choices=("reference", "spatial"), default="reference",
                         help="soft shift patches as the official code orders them (default, to "
                              "reproduce its outputs) or as the method describes them")
+    parser.add_argument("--compat", choices=("", "official"), default="",
+                        help="official: record compat 'official' in config.json, the official "
+                             "code's way (at inference: the same forward for shift and res, the "
+                             "official patch order for the soft variants; face not yet)")
     args = parser.parse_args(argv)
     try:
         kwargs, variables = load_torch_checkpoint(args.checkpoint, norm=args.norm,
@@ -106,7 +124,10 @@ def main(argv=None):
             kwargs.update(fuse=bool(args.fuse), patch_order=args.patch_order)
         ShiftOptions(variant=variant, shift_sz=args.shift_sz, mask_thred=args.mask_thred,
                      patch_order=args.patch_order).check_shift_options(kwargs["shift_layer"])
-        _write_atomically(args.out_dir, kwargs, variables, str(args.checkpoint))
+        if args.compat == "official":
+            _check_official(variant, kwargs, args)
+        _write_atomically(args.out_dir, kwargs, variables, str(args.checkpoint),
+                          {"compat": args.compat} if args.compat else None)
     except (ValueError, OSError) as e:  # CheckpointError is a ValueError
         detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         where = f"{e.filename}: " if isinstance(e, OSError) and e.filename else ""
@@ -120,7 +141,7 @@ def main(argv=None):
     note = (f" (the keys of {VARIANTS[same]} are the same: convert with --variant {same} "
             "for one)") if args.variant is None and same else ""
     print(f"found {VARIANTS[variant]}{note}")
-    print(f"wrote {args.out_dir}: {kwargs}")
+    print(f"wrote {args.out_dir}: {kwargs}" + (f", compat {args.compat!r}" if args.compat else ""))
     return 0
 
 

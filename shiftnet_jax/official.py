@@ -28,7 +28,7 @@ from shiftnet_jax.torchfile.patchgan_state import (patchgan_from_torch_state_dic
                                                    patchgan_to_torch_state_dict)
 from shiftnet_jax.torchfile.state_dicts import (from_torch_state_dict, to_torch_state_dict,
                                                 vgg16_params)
-from shiftnet_jax.train import official_options
+from shiftnet_jax.train import official_options, official_schedule
 from shiftnet_jax.train.official_step import EXTRA_LOSS_NAMES, LOSS_NAMES, OfficialStep
 
 __all__ = ["train_steps", "models_from_state_dicts"]
@@ -95,7 +95,8 @@ def _to_state_dicts(state, g_kwargs, d_kwargs, norm, g_calls, d_calls):
 
 def train_steps(g_state_dict: Mapping, d_state_dict: Mapping, images, masks,
                 options: Mapping | None = None, vgg16_state_dict: Mapping | None = None,
-                replay: Mapping | None = None, snapshots: Iterable[int] = ()):
+                replay: Mapping | None = None, snapshots: Iterable[int] = (),
+                steps_per_epoch: int | None = None):
     """Run ``len(images)`` official training steps from official state dicts.
 
     Args:
@@ -111,6 +112,10 @@ def train_steps(g_state_dict: Mapping, d_state_dict: Mapping, images, masks,
         uniform from numpy seed 0); ``rand_tl`` (steps, 2), the rect hole crop's top left
         (default: the top left of the first image's hole).
       snapshots: steps (1-based) after which to return the state dicts.
+      steps_per_epoch: the official iterations per epoch (``ceil(dataset size / batchSize)``),
+        over which ``lr_policy`` changes the learning rate once per epoch
+        (:mod:`shiftnet_jax.train.official_schedule`); default: every step in the first
+        epoch, at ``lr`` times the policy's first factor (1 with the defaults).
 
     Returns:
       (g, d, losses): the state dicts after the last step (official names, numpy), or
@@ -148,7 +153,10 @@ def train_steps(g_state_dict: Mapping, d_state_dict: Mapping, images, masks,
     alphas = np.asarray(alphas, np.float32).reshape(steps, batch)
     rand_tl = replay.get("rand_tl")
 
-    trainer = OfficialStep(generator, discriminator, opts)
+    if opts["lr_policy"] == "plateau" and steps_per_epoch is not None and steps > steps_per_epoch:
+        raise ValueError(official_schedule.PLATEAU.replace("official.lr_policy", "lr_policy"))
+    rate = official_schedule.schedule(opts, steps_per_epoch or steps)
+    trainer = OfficialStep(generator, discriminator, opts, learning_rate=rate)
     step_fn = jax.jit(trainer.step)
     state = trainer.init_state(g_vars, d_vars)
     wanted = sorted({int(s) for s in snapshots})

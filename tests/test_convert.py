@@ -1,5 +1,6 @@
 """``python -m shiftnet_jax.convert`` and loading what it writes."""
 
+import json
 import subprocess
 import sys
 
@@ -134,3 +135,30 @@ def test_convert_on_a_full_disk_is_one_line_and_leaves_nothing(make_small_fs, mo
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith(f"error: cannot write {disk / 'out'} (") and "nothing was left behind" in err, err
     assert list(disk.iterdir()) == []
+
+
+def test_compat_official_is_recorded_and_loads_to_the_same_model(tmp_path, capsys):
+    source = IN_REPO_FIXTURES / "reference_ngf2_center.pth"
+    plain, official = tmp_path / "plain", tmp_path / "official"
+    assert main([str(source), str(plain)]) == 0
+    assert main([str(source), str(official), "--compat", "official"]) == 0
+    assert "compat 'official'" in capsys.readouterr().out
+    saved = json.loads((official / "config.json").read_text())
+    assert saved["compat"] == "official" and "compat" not in json.loads((plain / "config.json").read_text())
+    model, variables, config = checkpoint.load_generator(official)
+    assert config["compat"] == "official"   # kept for whoever reads the config
+    # At inference the official way is our forward for this generator: the same model and arrays.
+    plain_model, plain_variables, _ = checkpoint.load_generator(plain)
+    assert model == plain_model
+    jax.tree.map(np.testing.assert_array_equal, variables, plain_variables)
+
+
+def test_compat_official_refuses_what_the_official_code_does_not_run(tmp_path, capsys):
+    source = str(IN_REPO_FIXTURES / "reference_ngf2_center.pth")
+    assert main([source, str(tmp_path / "a"), "--compat", "official", "--feature-hole", "conv"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "feature hole is 'nearest'" in err
+    assert main([source, str(tmp_path / "b"), "--compat", "official", "--variant", "patch_soft",
+                 "--patch-order", "spatial"]) == 1
+    assert "--patch-order reference" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -15,10 +15,12 @@ import io
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
+from shiftnet_jax import checkpoint
 from shiftnet_jax import config as configlib
 from shiftnet_jax.data import sources
 
@@ -111,9 +113,16 @@ def test_config_trains_evaluates_and_inpaints(path, variant, write, tmp_path, ca
         args.append(f"--config.data.dir={tmp_path / 'data'}")
     if config.data.mask.startswith("center:hole="):  # the paper's 128 px hole, scaled to 32 px crops
         args.append("--config.data.mask=center:hole=16")
-    if config.get("compat") == "official":   # D sees only the hole crop: it needs >= 24 px
+    official = config.get("compat") == "official"
+    if official:   # D sees only the hole crop: it needs >= 24 px
         args += ["--config.data.crop_size=64", "--config.data.load_size=72",
-                 "--config.model.num_downs=6", "--config.data.mask=center:hole=32"]
+                 "--config.model.num_downs=6", "--config.data.mask=center:hole=32",
+                 # 4 photos in batches of 4: one step per epoch; the official lambda policy
+                 # with niter 1, niter_decay 1 gives epoch 1 lr / 2, epoch 2 (its last) 0
+                 "--config.batch_size=4", "--config.official.niter=1", "--config.official.niter_decay=1",
+                 "--config.checkpoint_every=1",
+                 # fresh weights as the official --init_type kaiming (not our N(0, 0.02))
+                 "--config.official.init_type=kaiming"]
     if (config.loss.style or config.loss.content) and not config.loss.vgg16:
         # VGG16's ImageNet weights are a download: a narrow VGG16 of the same layout.
         args.append(f"--config.loss.vgg16={ROOT / 'tests' / 'fixtures' / 'vgg16_narrow.pth'}")
@@ -129,6 +138,14 @@ def test_config_trains_evaluates_and_inpaints(path, variant, write, tmp_path, ca
     assert [r["step"] for r in logged if "l1" in r] == [1, 2]
     assert all(np.isfinite(r["g_loss"]) for r in logged if "g_loss" in r)
     assert any("eval/psnr_hole" in r for r in logged)
+    if official:   # the lr changes at the epoch boundary, and step 2's (0) is the one applied
+        lr = config.optim.lr
+        assert [r["lr"] for r in logged if "lr" in r] == pytest.approx([lr / 2, 0.0], rel=1e-6)
+        after = [checkpoint.load_generator(run, step=s)[1]["params"] for s in (1, 2)]
+        jax.tree.map(np.testing.assert_array_equal, *after)
+        # kaiming (fan_in: 16 channels x 4x4) after one step of at most 1e-4 per weight
+        kernel = np.asarray(after[0]["down_3"]["conv"]["kernel"])   # 16 -> 32 channels
+        assert kernel.shape[2] == 16 and kernel.std() == pytest.approx(np.sqrt(2 / 256), rel=0.05)
 
     if config.data.source in ("tfds", "places"):  # the scene filter found the six scenes, no other
         data_cfg = configlib.load_config(path).data

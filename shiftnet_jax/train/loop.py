@@ -160,7 +160,7 @@ def train_and_evaluate(config, workdir) -> dict:
         loader.close()
         mngr.close()
         return {"step": start, "already_complete": steps}
-    step_fn = parallel.jit_train_step(config, mesh, parts)
+    step_fn = parallel.jit_train_step(config, mesh, parts, steps_per_epoch=loader.steps_per_epoch)
     generator = parts.generator
     # Opened on first use, then reused by every evaluation.
     eval_source = functools.cache(lambda: sources.make_source(config.data, train=False))

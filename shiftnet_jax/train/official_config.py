@@ -24,7 +24,7 @@ from shiftnet_jax.data.loader import to_float
 from shiftnet_jax.nets.discriminators import Discriminator
 from shiftnet_jax.nets.generator import ShiftNetGenerator
 from shiftnet_jax.nets.shift_level import SOFT, VARIANTS
-from shiftnet_jax.train import official_step
+from shiftnet_jax.train import official_init, official_schedule, official_step
 from shiftnet_jax.train.step import _vgg16
 
 COMPAT = ("", "official")
@@ -73,10 +73,24 @@ def official_options(config) -> dict:
         content_weight=100 * loss.content, tv_weight=100 * loss.tv, gp_lambda=loss.gp_lambda,
         strength=100 * loss.guidance, skip=int(loss.guidance == 0), mask_type=mask_type,
         mask_sub_type=sub_type, overlap=overlap, fineSize=size, lr=optim.lr, beta1=optim.b1,
-        beta2=optim.b2, batchSize=config.batch_size)
+        beta2=optim.b2, batchSize=config.batch_size,
+        **{k: v for k, v in config.official.items() if k != "lr_policy" or v})
 
 
-def make_trainer(config) -> official_step.OfficialStep:
+def learning_rate(config, steps_per_epoch: float | None):
+    """``optim.lr`` (no ``official.lr_policy``), or the official policy per epoch as an optax
+    schedule over steps (:mod:`official_schedule`); ``steps_per_epoch``: the loader's."""
+    policy = config.official.lr_policy
+    if not policy:
+        return config.optim.lr
+    if policy == "plateau":
+        raise ConfigError(official_schedule.PLATEAU)
+    if steps_per_epoch is None:
+        raise ValueError(f"official.lr_policy {policy!r} needs the loader's steps_per_epoch")
+    return official_schedule.schedule(official_options(config), steps_per_epoch)
+
+
+def make_trainer(config, steps_per_epoch: float | None = None) -> official_step.OfficialStep:
     opts = official_options(config)
     m = config.model
     generator = ShiftNetGenerator(
@@ -88,17 +102,28 @@ def make_trainer(config) -> official_step.OfficialStep:
     d = config.discriminator
     discriminator = Discriminator(ndf=d.ndf, n_layers=d.n_layers, norm=m.norm,
                                   spectral_norm=d.spectral_norm, torch_spectral_norm=True)
-    return official_step.OfficialStep(generator, discriminator, opts)
+    return official_step.OfficialStep(generator, discriminator, opts,
+                                      learning_rate=learning_rate(config, steps_per_epoch))
 
 
 def create_state(config, image_size: int, parts=None):
-    """Fresh variables (the official ``init_net``'s normal(0, 0.02)) and Adam states."""
-    trainer = make_trainer(config)
+    """Fresh variables, drawn as the official ``init_net`` (``init_type``, ``init_gain``), and
+    Adam states. Our modules draw its default (normal, 0.02) themselves; other choices are
+    redrawn by :func:`official_init.initialise`."""
+    # Only the Adam states' structure is built here: any steps_per_epoch does.
+    trainer = make_trainer(config, steps_per_epoch=1.0)
     g_key, d_key = jax.random.split(jax.random.key(config.seed, impl="rbg"))
     image = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
     hole = jnp.zeros((1, image_size, image_size, 1), jnp.float32)
     g_vars = jax.jit(trainer.generator.init)(g_key, image, hole)
     d_vars = jax.jit(trainer.discriminator.init)(d_key, image)
+    init = config.official
+    if (init.init_type, init.init_gain) != ("normal", 0.02):
+        m, d = config.model, config.discriminator
+        g_vars, d_vars = official_init.initialise(
+            dict(num_downs=m.num_downs, shift_layer=m.shift_layer, norm=m.norm, variant=m.variant),
+            g_vars, dict(n_layers=d.n_layers, spectral_norm=d.spectral_norm), d_vars,
+            init.init_type, init.init_gain, config.seed)
     return trainer.init_state(g_vars, d_vars)
 
 
@@ -108,10 +133,12 @@ def _top_left(hole):
     return jnp.stack([jnp.argmax(jnp.any(h, axis=1)), jnp.argmax(jnp.any(h, axis=0))]).astype(jnp.int32)
 
 
-def train_step(state, batch, *, config, parts=None):
-    """The loop's step in official mode: (state, scalars) with the official loss names
-    and the loop's ``g_loss``, ``d_loss`` and ``l1`` (the unweighted whole-image L1)."""
-    trainer = make_trainer(config)
+def train_step(state, batch, *, config, parts=None, steps_per_epoch: float | None = None):
+    """The loop's step in official mode: (state, scalars) with the official loss names,
+    the loop's ``g_loss``, ``d_loss`` and ``l1`` (the unweighted whole-image L1) and ``lr``
+    (this step's learning rate; ``steps_per_epoch``: the loader's, for ``official.lr_policy``)."""
+    trainer = make_trainer(config, steps_per_epoch)
+    rate = learning_rate(config, steps_per_epoch)
     opts = trainer.opts
     batch = to_float(batch)   # the loader ships uint8
     image, hole = batch["image"], batch["hole"]
@@ -124,4 +151,5 @@ def train_step(state, batch, *, config, parts=None):
                                               "crop_tl": _top_left(hole), "gp_alpha": alpha}, vgg)
     g_loss = sum(scalars[k] for k in ("G_GAN", "G_L1", "G_L1_m", "style", "content", "tv"))
     return new_state, {**scalars, "g_loss": g_loss, "d_loss": scalars["D"],
-                       "l1": scalars["G_L1"] / max(opts["lambda_A"], 1e-12)}
+                       "l1": scalars["G_L1"] / max(opts["lambda_A"], 1e-12),
+                       "lr": rate(state.step) if callable(rate) else jnp.asarray(rate, jnp.float32)}

@@ -48,12 +48,14 @@ def shard_batch(local_batch: dict, mesh: Mesh) -> dict:
             for k, v in local_batch.items()}
 
 
-def jit_train_step(config, mesh: Mesh, parts=None):
+def jit_train_step(config, mesh: Mesh, parts=None, steps_per_epoch: float | None = None):
     """``train_step`` jitted over ``mesh`` with the state donated; ``parts``: the run's
-    :class:`~shiftnet_jax.train.step.Parts` (built here when not given)."""
+    :class:`~shiftnet_jax.train.step.Parts` (built here when not given); ``steps_per_epoch``:
+    the loader's (the official learning-rate policies count epochs)."""
     replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     if config.get("compat") == "official":   # the official code's step (docs/official-mode.md)
-        step = functools.partial(official_config.train_step, config=config)
+        step = functools.partial(official_config.train_step, config=config,
+                                 steps_per_epoch=steps_per_epoch)
     else:
         step = functools.partial(train_step, config=config, parts=parts or make_parts(config))
     return jax.jit(step,
