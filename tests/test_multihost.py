@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FAST_COMPILE
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--config=configs/sample.py", "--config.model.ngf=4", "--config.model.num_downs=5",
@@ -31,19 +32,19 @@ def _env(cache, **extra):
            if not k.startswith(("JAX_", "XLA_", "SLURM_", "OMPI_")) or k in keep}
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache))
     env.update(JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               **extra)
+               XLA_FLAGS=FAST_COMPILE, **extra)
     return env
 
 
-def _train(workdir, steps, env, distributed=None):
+def _train(workdir, steps, env, distributed=None, extra=()):
     distributed = "JAX_PROCESS_ID" in env if distributed is None else distributed
-    return subprocess.Popen([sys.executable, "train.py", f"--workdir={workdir}", *TINY,
+    return subprocess.Popen([sys.executable, "train.py", f"--workdir={workdir}", *TINY, *extra,
                              f"--config.num_steps={steps}", *(["--config.distributed=true"]
                                                              if distributed else [])],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _two_processes(workdir, steps, cache, cluster_env=None):
+def _two_processes(workdir, steps, cache, cluster_env=None, extra=()):
     """Two training processes; ``cluster_env(rank)`` gives a launcher's variables instead
     of JAX's own (``jax.distributed`` then finds the cluster by itself)."""
     if cluster_env is None:
@@ -52,7 +53,7 @@ def _two_processes(workdir, steps, cache, cluster_env=None):
                      JAX_PROCESS_ID=str(i)) for i in range(2)]
     else:
         envs = [_env(cache, **cluster_env(i)) for i in range(2)]
-    procs = [_train(workdir, steps, env, distributed=True) for env in envs]
+    procs = [_train(workdir, steps, env, distributed=True, extra=extra) for env in envs]
     results = []
     for p in procs:
         try:
@@ -75,20 +76,31 @@ def _losses(workdir):
     return {r["step"]: r for r in _logged(workdir) if "l1" in r}
 
 
-def test_two_processes_train_like_one_process_with_two_devices_and_resume(tmp_path):
-    cache = tmp_path / "xla_cache"
-    # One process, two devices: the reference run, 5 steps straight.
-    single = _train(tmp_path / "single", 5, _env(cache, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
-    out, err = single.communicate(timeout=480)
-    assert single.returncode == 0, err[-3000:]
+@pytest.fixture(scope="module")
+def xla_cache(tmp_path_factory):
+    """One compilation cache for the module's runs: they all compile the same step."""
+    return tmp_path_factory.mktemp("xla_cache")
 
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, xla_cache):
+    """The reference every test compares with: one process with two devices, 5 steps
+    straight (its workdir)."""
+    workdir = tmp_path_factory.mktemp("single")
+    run = _train(workdir, 5, _env(xla_cache, XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}"))
+    out, err = run.communicate(timeout=480)
+    assert run.returncode == 0, err[-3000:]
+    return workdir
+
+
+def test_two_processes_train_like_one_process_with_two_devices_and_resume(single, xla_cache, tmp_path):
     # Two processes, one device each, 3 steps; each reads only its half of the data.
     multi = tmp_path / "multi"
-    first = _two_processes(multi, 3, cache)
+    first = _two_processes(multi, 3, xla_cache)
     assert "done: step 3" in first[0][1] and "done:" not in first[1][1]  # process 0 reports
     assert sorted(p.name for p in (multi / "checkpoints").iterdir()) == ["3"]
     assert (multi / "samples" / "step_0000003.png").is_file()
-    expected, got = _losses(tmp_path / "single"), _losses(multi)
+    expected, got = _losses(single), _losses(multi)
     assert sorted(got) == [1, 2, 3]
     for step in (1, 2, 3):
         for key in KEYS:
@@ -98,7 +110,7 @@ def test_two_processes_train_like_one_process_with_two_devices_and_resume(tmp_pa
 
     # Both processes restarted with a longer budget resume from step 3 and continue
     # exactly as the unbroken single-process run.
-    second = _two_processes(multi, 5, cache)
+    second = _two_processes(multi, 5, xla_cache)
     assert "resumed from" in second[0][1] + second[0][2]
     assert sorted(p.name for p in (multi / "checkpoints").iterdir()) == ["3", "5"]
     got = _losses(multi)
@@ -107,7 +119,7 @@ def test_two_processes_train_like_one_process_with_two_devices_and_resume(tmp_pa
             assert got[step][key] == pytest.approx(expected[step][key], rel=1e-5, abs=1e-7), (step, key)
     # The final evaluation is sharded over both processes' test images; same numbers.
     final = [r for r in _logged(multi) if "eval/psnr_hole" in r][-1]
-    reference = [r for r in _logged(tmp_path / "single") if "eval/psnr_hole" in r][-1]
+    reference = [r for r in _logged(single) if "eval/psnr_hole" in r][-1]
     for key in ("eval/psnr", "eval/psnr_hole", "eval/ssim", "eval/l1_hole"):
         assert final[key] == pytest.approx(reference[key], rel=1e-4), key
 
@@ -132,22 +144,6 @@ def _free_job_port() -> int:
     raise RuntimeError("no free port in 61440-65535")
 
 
-@pytest.fixture(scope="module")
-def xla_cache(tmp_path_factory):
-    """One compilation cache for the launcher tests: the Slurm and Open MPI runs compile the same step."""
-    return tmp_path_factory.mktemp("xla_cache")
-
-
-@pytest.fixture(scope="module")
-def one_process_two_devices(tmp_path_factory, xla_cache):
-    """The reference: one process with two devices, 2 steps (metrics by step)."""
-    workdir = tmp_path_factory.mktemp("single")
-    run = _train(workdir, 2, _env(xla_cache, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
-    out, err = run.communicate(timeout=480)
-    assert run.returncode == 0, err[-3000:]
-    return _losses(workdir)
-
-
 def slurm_env(port):
     """What ``srun --ntasks=2`` on one node sets (the variables JAX reads)."""
     return lambda rank: dict(SLURM_JOB_ID=str(port - JOB_PORTS.start), SLURM_STEP_NODELIST="localhost",
@@ -164,16 +160,17 @@ def ompi_env(port):
 
 
 @pytest.mark.parametrize("launcher", [slurm_env, ompi_env], ids=["slurm", "openmpi"])
-def test_cluster_launchers_train_like_one_process_with_two_devices(launcher, one_process_two_devices, xla_cache,
-                                                                  tmp_path):
+def test_cluster_launchers_train_like_one_process_with_two_devices(launcher, single, xla_cache, tmp_path):
     cluster_env = launcher(_free_job_port())
     assert not any(k in cluster_env(0) or k in _env(tmp_path, **cluster_env(0)) for k in
                    ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"))
-    results = _two_processes(tmp_path / "run", 2, xla_cache, cluster_env)
+    # Training only (no samples, no evaluation to compile): the launch is what is tested.
+    results = _two_processes(tmp_path / "run", 2, xla_cache, cluster_env,
+                             extra=["--config.sample_every=0", "--config.eval_batches=0"])
     assert "done: step 2" in results[0][1] and "done:" not in results[1][1]
-    got = _losses(tmp_path / "run")
+    got, reference = _losses(tmp_path / "run"), _losses(single)
     assert sorted(got) == [1, 2]
     for step in (1, 2):
         for key in KEYS:
-            assert got[step][key] == pytest.approx(one_process_two_devices[step][key], rel=1e-5, abs=1e-7), \
+            assert got[step][key] == pytest.approx(reference[step][key], rel=1e-5, abs=1e-7), \
                 (step, key)

@@ -12,6 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import FAST_COMPILE
 
 from shiftnet_jax import checkpoint
 from shiftnet_jax.config import default_config
@@ -162,7 +163,7 @@ MULTI_DEVICE = textwrap.dedent("""
 
 
 def test_two_devices_match_one_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}",
                JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     result = subprocess.run([sys.executable, "-c", MULTI_DEVICE], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
