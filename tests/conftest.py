@@ -76,6 +76,22 @@ def load_reference(fixtures_dir, name):
     }
 
 
+def tiny_checkpoint(path) -> Path:
+    """An untrained ngf-4, 5-level generator saved as a checkpoint at ``path`` (sides
+    multiples of 32, working size 64)."""
+    import jax
+    import jax.numpy as jnp
+
+    from shiftnet_jax import checkpoint
+    from shiftnet_jax.nets.generator import ShiftNetGenerator
+
+    model = ShiftNetGenerator(ngf=4, num_downs=5)
+    variables = jax.jit(model.init)(key(), jnp.zeros((1, 64, 64, 3)), jnp.zeros((1, 64, 64, 1)))
+    checkpoint.export_generator(path, {"ngf": 4, "num_downs": 5}, variables,
+                                config={"data": {"crop_size": 64, "load_size": 72}})
+    return Path(path)
+
+
 def key(seed=0):
     """A PRNG key that compiles fast on CPU (threefry initialisation of a whole
     U-Net takes XLA ~10 s to compile on two cores; 'rbg' takes ~2 s)."""

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 import zlib
 from pathlib import Path
+
+from isolated import limit_memory, report, run_child
 
 # ---------------------------------------------------------------- pickle opcodes (protocol 2)
 PROTO, STOP, MARK, TUPLE, DICT_EMPTY, SETITEMS, REDUCE, BUILD = b"\x80\x02", b".", b"(", b"t", b"}", b"u", b"R", b"b"
@@ -431,42 +431,15 @@ def build(name: str, directory: Path) -> Path:
 
 
 # ---------------------------------------------------------------- running one file, bounded
-MEMORY_LIMIT = 1 << 30  # address space of the child
 
 
 def run_isolated(path, kwargs=None, timeout=20.0) -> dict:
     """Read ``path`` in a child process with a 1 GiB address-space limit and a timeout."""
-    cmd = [sys.executable, __file__, str(path), json.dumps(kwargs or {})]
-    start = time.perf_counter()
-    # The child limits itself before it imports or reads anything: a preexec_fn would
-    # fork the (multithreaded, JAX-running) test process and can deadlock there.
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          cwd=Path(__file__).resolve().parents[1])
-    wall = time.perf_counter() - start
-    if proc.returncode != 0 or not proc.stdout.strip():
-        return {"outcome": f"crashed (exit {proc.returncode})", "message": proc.stderr[-500:], "wall": wall}
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["wall"] = wall
-    return result
-
-
-def _peak_mib() -> float:
-    """This program's peak resident memory. ``ru_maxrss`` keeps the high-water mark of
-    the process before ``exec`` (a large pytest parent that forked us), so read the
-    kernel's per-address-space figure, VmHWM, where there is one."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
+    return run_child(__file__, [path, json.dumps(kwargs or {})], timeout)
 
 
 def _child(path: str, kwargs: dict):
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    limit_memory()
     from shiftnet_jax.torchfile.reader import CheckpointError, read_torch_state_dict
 
     start = time.perf_counter()
@@ -475,8 +448,7 @@ def _child(path: str, kwargs: dict):
         outcome, message = "ok", f"{len(got)} tensors"
     except CheckpointError as e:
         outcome, message = type(e).__name__, str(e)
-    seconds = time.perf_counter() - start
-    print(json.dumps({"outcome": outcome, "message": message, "seconds": seconds, "peak_mib": _peak_mib()}))
+    report(outcome, message, start)
 
 
 def table():

@@ -16,16 +16,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import resource
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 import zlib
 from pathlib import Path
 
-MEMORY_LIMIT = 1 << 30  # address space of the child
+from isolated import limit_memory, report, run_child
 
 
 # ---------------------------------------------------------------- PNG from raw chunks
@@ -165,33 +163,11 @@ def build(name: str, directory: Path) -> Path:
 # ---------------------------------------------------------------- running one file, bounded
 def run_isolated(path, entry: str, kwargs=None, timeout=20.0) -> dict:
     """Read ``path`` as ``entry`` in a child process with a 1 GiB address-space limit."""
-    cmd = [sys.executable, __file__, str(path), entry, json.dumps(kwargs or {})]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
-                          cwd=Path(__file__).resolve().parents[1])
-    wall = time.perf_counter() - start
-    if proc.returncode != 0 or not proc.stdout.strip():
-        return {"outcome": f"crashed (exit {proc.returncode})", "message": proc.stderr[-500:], "wall": wall}
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["wall"] = wall
-    return result
-
-
-def peak_mib() -> float:
-    """This process's peak resident memory (VmHWM: not inherited from a forking parent)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return run_child(__file__, [path, entry, json.dumps(kwargs or {})], timeout)
 
 
 def _child(path: str, entry: str, kwargs: dict):
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    limit_memory()
     from shiftnet_jax.data import image_io
 
     from shiftnet_jax.studio import uploads  # the studio's decoders, without the server (no JAX)
@@ -211,8 +187,7 @@ def _child(path: str, entry: str, kwargs: dict):
         outcome, message = "ok", json.dumps({"shape": list(got.shape[:2]), "holes": holes})
     except (image_io.InputError, uploads.BadInput) as e:
         outcome, message = type(e).__name__, str(e)
-    seconds = time.perf_counter() - start
-    print(json.dumps({"outcome": outcome, "message": message, "seconds": seconds, "peak_mib": peak_mib()}))
+    report(outcome, message, start)
 
 
 def table():

@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import shutil
 import threading
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from conftest import key
+import pytest
+from conftest import tiny_checkpoint  # noqa: F401  (the studio tests' checkpoint)
 from PIL import Image
 
-from shiftnet_jax import checkpoint
 from shiftnet_jax.data import image_io, sources
-from shiftnet_jax.nets.generator import ShiftNetGenerator
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "photos"
-
-
-def tiny_checkpoint(path) -> Path:
-    """An untrained ngf-4, 5-level generator (sides multiples of 32, working size 64)."""
-    model = ShiftNetGenerator(ngf=4, num_downs=5)
-    variables = jax.jit(model.init)(key(), jnp.zeros((1, 64, 64, 3)), jnp.zeros((1, 64, 64, 1)))
-    checkpoint.export_generator(path, {"ngf": 4, "num_downs": 5}, variables,
-                                config={"data": {"crop_size": 64, "load_size": 72}})
-    return Path(path)
 
 
 def photo_paths() -> list[str]:
@@ -87,3 +77,20 @@ def running_server(app):
         srv.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@contextlib.contextmanager
+def chromium():
+    """The system's Chromium, headless, through Playwright (its own browser download is not
+    used); the test is skipped, with the reason, where either is missing."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    names = (os.environ.get("STUDIO_CHROMIUM"), "chromium", "chromium-browser", "google-chrome")
+    path = next((found for found in (name and shutil.which(name) for name in names) if found), None)
+    if path is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium, or set STUDIO_CHROMIUM)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()

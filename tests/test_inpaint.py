@@ -5,18 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import key
+from conftest import tiny_checkpoint
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from shiftnet_jax import checkpoint
 from shiftnet_jax.inference import framing, inpaint, predict
-from shiftnet_jax.nets.generator import ShiftNetGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,11 +29,7 @@ def _cli(name):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny untrained checkpoint (ngf 4, 5 levels: multiples of 32, working size 64)."""
-    model = ShiftNetGenerator(ngf=4, num_downs=5)
-    variables = jax.jit(model.init)(key(), jnp.zeros((1, 64, 64, 3)), jnp.zeros((1, 64, 64, 1)))
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    checkpoint.export_generator(path, {"ngf": 4, "num_downs": 5}, variables,
-                                config={"data": {"crop_size": 64, "load_size": 72}})
+    path = tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
     model, variables, _ = checkpoint.load_generator(path)
     return path, model, variables
 

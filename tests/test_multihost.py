@@ -32,7 +32,8 @@ def _env(cache, **extra):
            if not k.startswith(("JAX_", "XLA_", "SLURM_", "OMPI_")) or k in keep}
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache))
     env.update(JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               XLA_FLAGS=FAST_COMPILE, **extra)
+               XLA_FLAGS=FAST_COMPILE)
+    env.update(extra)
     return env
 
 

@@ -6,17 +6,14 @@ import json
 from pathlib import Path
 
 import cv2
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import key
+from conftest import tiny_checkpoint
 from PIL import Image
 from skimage import data as skdata
 
 from shiftnet_jax import checkpoint
 from shiftnet_jax.inference import official_samples
-from shiftnet_jax.nets.generator import ShiftNetGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,12 +45,7 @@ def _standins(root: Path):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    model = ShiftNetGenerator(ngf=4, num_downs=5)
-    variables = jax.jit(model.init)(key(), jnp.zeros((1, 64, 64, 3)), jnp.zeros((1, 64, 64, 1)))
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    checkpoint.export_generator(path, {"ngf": 4, "num_downs": 5}, variables,
-                                config={"data": {"crop_size": 64, "load_size": 64}})
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
 
 
 def test_groups_holes_scores_and_side_by_sides(tiny, tmp_path):

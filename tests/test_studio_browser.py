@@ -2,37 +2,20 @@
 
 import base64
 import io
-import os
-import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
-from studio_util import crops, decode_png, running_server, tiny_checkpoint
+from studio_util import chromium, crops, decode_png, running_server, tiny_checkpoint
 
 from shiftnet_jax.studio import engine as eng
 from shiftnet_jax.studio import server
 
 
-def _chromium():
-    """The system's Chromium (Playwright's own browser download is not used)."""
-    for name in (os.environ.get("STUDIO_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
-        path = name and shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    path = _chromium()
-    if path is None:
-        pytest.skip("no Chromium on this machine (apt-get install chromium, or set STUDIO_CHROMIUM)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

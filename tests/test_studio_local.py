@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from skimage import data as skdata
-from studio_util import running_server
-from test_studio_browser import _chromium
+from studio_util import chromium, running_server
 
 from shiftnet_jax import checkpoint
 from shiftnet_jax.data.mask_shapes import stroke_mask
@@ -21,17 +20,11 @@ from shiftnet_jax.studio import engine as eng
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     if not build_local.is_built():
         pytest.skip("the local mode is not built (python -m shiftnet_jax.studio.build_local: "
                     "npm installs onnxruntime-web, the demo model is exported)")
-    path = _chromium()
-    if path is None:
-        pytest.skip("no Chromium on this machine (apt-get install chromium, or set STUDIO_CHROMIUM)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

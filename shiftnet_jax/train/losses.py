@@ -116,9 +116,15 @@ def discriminator_loss(real_logits, fake_logits, kind: str = "vanilla"):
     if kind == "re_s_gan":
         return _bce(real_logits - fake_logits, True)
     if kind == "re_avg_gan":
-        return 0.5 * (_bce(real_logits - jnp.mean(fake_logits), True)
-                      + _bce(fake_logits - jnp.mean(real_logits), False))
+        return _relativistic_average(real_logits, fake_logits, real_target=True)
     raise ValueError(f"gan must be one of {GANS}, got {kind!r}")
+
+
+def _relativistic_average(real_logits, fake_logits, real_target: bool):
+    """``(BCE(real - mean(fake), real_target) + BCE(fake - mean(real), not real_target)) / 2``:
+    re_avg_gan's D loss (``real_target`` True) and G loss (False)."""
+    return 0.5 * (_bce(real_logits - jnp.mean(fake_logits), real_target)
+                  + _bce(fake_logits - jnp.mean(real_logits), not real_target))
 
 
 def generator_adversarial_loss(fake_logits, kind: str = "vanilla", real_logits=None):
@@ -139,8 +145,7 @@ def generator_adversarial_loss(fake_logits, kind: str = "vanilla", real_logits=N
     if kind == "re_s_gan":
         return _bce(fake_logits - real_logits, True)
     if kind == "re_avg_gan":
-        return 0.5 * (_bce(real_logits - jnp.mean(fake_logits), False)
-                      + _bce(fake_logits - jnp.mean(real_logits), True))
+        return _relativistic_average(real_logits, fake_logits, real_target=False)
     raise ValueError(f"gan must be one of {GANS}, got {kind!r}")
 
 
