@@ -56,7 +56,9 @@ def test_pre_move_workdir_loads_with_the_same_parameters_and_output(reference):
     assert config["step"] == 4 and model.variant == "res"
     assert "res" in variables["params"]["shift_level"]   # the ResBlock kept its name
     output = forward(model, variables, reference["image"], reference["hole"]).output
-    np.testing.assert_array_equal(np.asarray(output), reference["output"])
+    # Recorded by the pre-move code at XLA's default optimisation level; the suite compiles
+    # at level 0 (conftest), which rounds a few float32 sums differently (~1e-7 absolute).
+    np.testing.assert_allclose(np.asarray(output), reference["output"], rtol=1e-5, atol=1e-6)
 
 
 def test_bundled_model_gives_its_recorded_output():

@@ -12,7 +12,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import FAST_COMPILE
 
 from shiftnet_jax import checkpoint
 from shiftnet_jax.config import default_config
@@ -163,7 +162,7 @@ MULTI_DEVICE = textwrap.dedent("""
 
 
 def test_two_devices_match_one_device():
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}",
+    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
                JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     result = subprocess.run([sys.executable, "-c", MULTI_DEVICE], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
@@ -192,9 +191,9 @@ def test_final_eval_metrics_are_eval_py_numbers_on_the_same_checkpoint(tmp_path)
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real_jit = parallel.jit_train_step
 
-    def poisoned(config, mesh, parts=None):
+    def poisoned(config, mesh, parts=None, **kwargs):
         # From the 4th step on, the step reports a NaN generator loss.
-        step_fn = real_jit(config, mesh, parts)
+        step_fn = real_jit(config, mesh, parts, **kwargs)
 
         def step(state, batch):
             state, scalars = step_fn(state, batch)
