@@ -28,6 +28,10 @@ FAST_COMPILE = "--xla_backend_optimization_level=0"
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
+# Several workers run at once (pytest-xdist): on a GPU machine none may take 75 % of the
+# GPU's memory up front.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 # After the cache variables: tools.parity imports JAX. nhwc is re-exported to the tests.
 from tools.parity import gradient_errors, nhwc  # noqa: E402, F401
 
