@@ -40,7 +40,8 @@ def write_config(workdir, config: dict):
 
 class CheckpointWriteError(UserError):
     """A checkpoint could not be written (a full disk, a read-only folder); one line that names
-    the folder, the space free and needed, and the last complete checkpoint, which is intact. ``detail``: the reason and the space."""
+    the folder, the space free and needed, and the last complete checkpoint, which is intact.
+    ``detail``: the reason and the space alone (``convert`` names its output with it)."""
 
     def __init__(self, message: str, detail: str):
         super().__init__(message)
