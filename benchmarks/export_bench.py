@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,16 +40,6 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
-def _median_seconds(fn, repeats: int) -> tuple[float, float]:
-    fn()  # warm-up (compilation, allocations)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times)
-
-
 def main(argv=None) -> int:
     args = parse(argv)
     # XLA:CPU has no thread-count option (see bench.py): pin the process to N CPUs,
@@ -63,6 +52,7 @@ def main(argv=None) -> int:
     import numpy as np
     import onnxruntime
 
+    from benchmarks.measure import timed
     from shiftnet_jax.data.mask_shapes import center_mask
     from shiftnet_jax.export import export_generator
     from shiftnet_jax.export import onnx as onnx_export
@@ -88,10 +78,11 @@ def main(argv=None) -> int:
         for b in batches:
             image = rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32)
             hole = np.broadcast_to(center_mask(size), (b, size, size, 1)).astype(np.float32)
-            jax_s, jax_min = _median_seconds(
-                lambda: jax.block_until_ready(apply(variables, image, hole)), args.repeats)
-            ort_s, ort_min = _median_seconds(
-                lambda: session.run(None, {"image": image, "hole": hole}), args.repeats)
+            jax_t = timed(lambda: apply(variables, image, hole), warmup=1, repeats=args.repeats)
+            ort_t = timed(lambda: session.run(None, {"image": image, "hole": hole}), warmup=1,
+                          repeats=args.repeats)
+            jax_s, jax_min, ort_s, ort_min = (jax_t["median_s"], jax_t["min_s"], ort_t["median_s"],
+                                              ort_t["min_s"])
             diff = float(np.abs(session.run(None, {"image": image, "hole": hole})[0]
                                 - np.asarray(apply(variables, image, hole))).max())
             rows.append({"size": size, "batch": b, "jax_s": jax_s, "jax_min_s": jax_min,

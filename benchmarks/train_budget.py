@@ -116,8 +116,8 @@ def train(config, minutes: float, out_dir, *, max_file_bytes: int = MAX_FILE_BYT
 
 def _log(writer, step, pending, start) -> dict:
     """The mean of the pending scalars, checked finite as the training loop does."""
-    scalars = loop._mean_scalars(pending)
-    loop._check_finite(step, scalars)
+    scalars = loop.mean_scalars(pending)
+    loop.check_finite(step, scalars)
     scalars["elapsed_s"] = time.perf_counter() - start
     writer.write(step, scalars)
     return {"step": step, **scalars}

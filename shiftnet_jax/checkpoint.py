@@ -16,19 +16,17 @@ array larger than a file's share is cut into pieces of its flattened values
 (``NAME::part<k>of<n>`` with its shape in ``NAME::shape``).
 
 Orbax writes each step to a temporary directory and renames it when complete,
-so a partly written checkpoint is never picked up.
+so a partly written checkpoint is never picked up; writing (the manager, ``config.json``,
+saves that fail in one line on a full disk) is in :mod:`shiftnet_jax.saving`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import logging
 import math
 import os
 import re
-import shutil
 import stat
 import zipfile
 from pathlib import Path
@@ -39,13 +37,23 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from shiftnet_jax import config as configlib
-from shiftnet_jax.errors import UserError, cannot_write, escaped, first_line, quote
+from shiftnet_jax.errors import UserError, escaped, first_line, quote
 from shiftnet_jax.nets.generator import ShiftNetGenerator
+# Writing checkpoints, re-exported: the loop, convert and the tools call them from here.
+from shiftnet_jax.saving import (  # noqa: F401
+    CHECKPOINTS,
+    CONFIG_FILE,
+    CheckpointWriteError,
+    background_errors_held,
+    finish,
+    manager,
+    restore,
+    save,
+    write_config,
+)
 from shiftnet_jax.torchfile.archive import check_zip_directory
 from shiftnet_jax.torchfile.limits import CheckpointError
 
-CONFIG_FILE = "config.json"
-CHECKPOINTS = "checkpoints"
 COMPACT = "generator_f16.npz"
 SHARD = "generator_f16-{index:05d}-of-{count:05d}.npz"
 SHARD_PATTERN = re.compile(r"generator_f16-(\d{5})-of-(\d{5})\.npz")
@@ -66,26 +74,6 @@ _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 class NotACheckpointError(UserError):
     """The directory holds no usable checkpoint; the message says why, in one line."""
-
-
-def manager(workdir, *, max_to_keep: int | None = None, create: bool = True):
-    """An Orbax CheckpointManager for ``workdir/checkpoints``."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
-    return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINTS, options=options)
-
-
-def write_config(workdir, config: dict):
-    """Write ``config.json`` atomically (write then rename)."""
-    path = Path(workdir) / CONFIG_FILE
-    text = json.dumps(config, indent=2, sort_keys=True, default=str)
-    tmp = path.with_suffix(".json.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as e:  # a full disk: one line naming the file, no partial config left
-        tmp.unlink(missing_ok=True)
-        raise cannot_write(path, e, len(text)) from None
 
 
 def _json_depth(text: str) -> int:
@@ -135,123 +123,6 @@ def read_config(ckpt_dir) -> dict:
     except configlib.ConfigError as e:
         raise NotACheckpointError(str(e)) from None
     return raw
-
-
-class CheckpointWriteError(UserError):
-    """A checkpoint could not be written (a full disk, a read-only folder); one line that names
-    the folder, the space free and needed, and the last complete checkpoint, which is intact. ``detail``: the reason and the space."""
-
-    def __init__(self, message: str, detail: str):
-        super().__init__(message)
-        self.detail = detail
-
-
-def _state_bytes(state) -> int:
-    return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize
-               for x in jax.tree.leaves(state) if hasattr(x, "dtype"))
-
-
-def _complete_steps(directory: Path) -> list[int]:
-    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
-
-
-def _write_failed(mngr, step: int, reason: str, needed: int | None) -> CheckpointWriteError:
-    """The one-line error for a failed save of ``step``; its partial folder is removed first."""
-    directory = Path(mngr.directory)
-    for partial in directory.glob("*.orbax-checkpoint-tmp*"):
-        shutil.rmtree(partial, ignore_errors=True)
-    space = [f"{needed / 2**20:.3g} MB needed"] if needed else []
-    try:
-        space.insert(0, f"{shutil.disk_usage(directory).free / 2**20:.3g} MB free")
-        done = _complete_steps(directory)
-    except OSError:
-        done = []
-    last = f"step {done[-1]}, intact" if done else "none"
-    detail = "; ".join([reason, *space])
-    return CheckpointWriteError(f"cannot write checkpoint {step} to {escaped(directory)} ({detail}); "
-                                f"the last complete checkpoint: {last}", detail)
-
-
-def _reason(e: BaseException) -> str:
-    # Orbax's writer threads report a full disk as a ValueError whose text holds the OS error.
-    text = str(e)
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    for known in ("No space left on device", "Read-only file system", "Permission denied",
-                  "Disk quota exceeded"):
-        if known in text:
-            return known
-    return first_line(e)
-
-
-def save(mngr, step: int, state, *, force: bool = False):
-    """Save a pytree of arrays as ``step`` (asynchronously: :func:`finish` waits for it).
-
-    Refused before anything is written when the disk has less free space than the arrays
-    need; a write that fails anyway (the previous asynchronous save, surfacing here) is a
-    :class:`CheckpointWriteError` with the partial folder removed."""
-    needed = _state_bytes(state)
-    directory = Path(mngr.directory)
-    try:
-        free = shutil.disk_usage(directory).free
-    except OSError:
-        free = None
-    if free is not None and free < needed + (64 << 10):
-        finish(mngr, step)
-        raise _write_failed(mngr, step, "not enough space on the device", needed)
-    try:
-        return mngr.save(step, args=ocp.args.StandardSave(state), force=force)
-    except (OSError, ValueError) as e:
-        raise _write_failed(mngr, step, _reason(e), needed) from None
-
-
-def finish(mngr, step: int | None = None):
-    """Wait for the asynchronous save; a failed one is a :class:`CheckpointWriteError`."""
-    try:
-        mngr.wait_until_finished()
-    except (OSError, ValueError) as e:
-        step = mngr.latest_step() if step is None else step
-        raise _write_failed(mngr, step, _reason(e), None) from None
-
-
-class _HeldRecords(logging.Filter):
-    """Holds back Orbax's error records (a background writer's traceback each)."""
-
-    def __init__(self):
-        super().__init__()
-        self.records = []
-
-    def filter(self, record):
-        if record.levelno >= logging.ERROR and "orbax" in record.pathname:
-            self.records.append(record)
-            return False
-        return True
-
-
-@contextlib.contextmanager
-def background_errors_held():
-    """While saving: Orbax's writer threads log each failure as a traceback (154 of them on
-    a full disk); :func:`save` and :func:`finish` already raise it as one line, so the
-    records are held back, and shown after all only if no error was raised."""
-    logger, held = logging.getLogger("absl"), _HeldRecords()
-    logger.addFilter(held)
-    try:
-        yield
-    except BaseException:
-        held.records.clear()
-        raise
-    finally:
-        logger.removeFilter(held)
-        for record in held.records:
-            logger.handle(record)
-
-
-def restore(mngr, step: int | None = None, target=None):
-    """Restore ``step`` (default: the latest complete one) into the structure of ``target``."""
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        return None, None
-    return step, mngr.restore(step, args=ocp.args.StandardRestore(target))
 
 
 def export_generator(out_dir, model_kwargs: dict, variables, *, config: dict | None = None,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import IN_REPO_FIXTURES, load_reference
 
-from shiftnet_jax import checkpoint
+from shiftnet_jax import checkpoint, saving
 from shiftnet_jax.convert import main
 
 
@@ -128,7 +128,7 @@ def test_convert_on_a_full_disk_is_one_line_and_leaves_nothing(make_small_fs, mo
     ``.NAME.*.partial`` folder left."""
     disk = make_small_fs("64k")
     if when == "while":
-        monkeypatch.setattr(checkpoint, "_state_bytes", lambda state: 0)
+        monkeypatch.setattr(saving, "_state_bytes", lambda state: 0)
     source = IN_REPO_FIXTURES / "reference_ngf2_center.pth"
     assert main([str(source), str(disk / "out")]) == 1
     err = capfd.readouterr().err

@@ -9,6 +9,7 @@ from PIL import Image
 
 from shiftnet_jax.data import image_io, sources
 from shiftnet_jax.data import loader as data
+from shiftnet_jax.errors import UserError
 
 BACKENDS = ["threads", "processes"] + (["grain"] if importlib.util.find_spec("grain") else [])
 
@@ -195,6 +196,29 @@ def test_bad_image_substituted_in_training():
     with pytest.warns(RuntimeWarning, match="colour-2"):
         order = [i for b in loader(src, batch_size=2, num_epochs=1) for i in ids(b)]
     assert len(order) == 6 and 2 not in order
+
+
+@pytest.mark.parametrize("n, first", [(5, "all 5"), (300, "the first 64")])
+def test_a_folder_of_only_bad_images_is_one_line_without_warnings(n, first):
+    """Refused at the first batch in one error (no warning per file before it), after at most
+    MAX_SKIPPED reads, whatever the folder's size."""
+    reads = []
+
+    class Counting(ColourSource):
+        def __getitem__(self, i):
+            reads.append(i)
+            return super().__getitem__(i)
+
+    src = Counting(n, bad=range(n))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(UserError) as e:
+            next(loader(src, batch_size=1, num_workers=1, backend="threads"))
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"no readable image: {first} of this host's epoch"), message
+    assert f"({n} images) are unreadable; the first: colour-" in message and "broken" in message, message
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+    assert len(reads) <= min(n, data.MAX_SKIPPED) * 3   # the first batch's few prefetched slots
 
 
 def test_from_config_sample():

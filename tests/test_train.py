@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from shiftnet_jax import checkpoint
+from shiftnet_jax import checkpoint, saving
 from shiftnet_jax.config import default_config
 from shiftnet_jax.inference import evaluate, metrics, predict
 from shiftnet_jax.train import parallel
@@ -246,7 +246,7 @@ def test_a_full_disk_is_one_line_and_the_last_checkpoint_stays(make_small_fs, mo
     train_and_evaluate(tiny_config(num_steps=2, checkpoint_every=2), workdir)
     capfd.readouterr()
     if when == "while":
-        monkeypatch.setattr(checkpoint, "_state_bytes", lambda state: 0)
+        monkeypatch.setattr(saving, "_state_bytes", lambda state: 0)
     with pytest.raises(checkpoint.CheckpointWriteError) as e:
         train_and_evaluate(tiny_config(num_steps=4, checkpoint_every=2), workdir)
     message = str(e.value)

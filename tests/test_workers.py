@@ -33,7 +33,7 @@ def test_a_worker_error_reaches_the_caller():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         it = loader(ColourSource(3, bad={0, 1, 2}), backend="processes", num_workers=2)
-        with pytest.raises(UserError, match="no readable image among the 3"):
+        with pytest.raises(UserError, match="no readable image: all 3 of this host.s epoch"):
             next(it)
 
 

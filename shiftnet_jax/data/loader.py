@@ -49,6 +49,8 @@ from shiftnet_jax.errors import UserError, escaped, first_line, one_line
 
 __all__ = ["Loader", "from_config", "make_loader", "preprocess", "resize_shorter", "to_float"]
 BACKENDS = ("auto", "processes", "grain", "threads")
+# Unreadable images tried in a row (training) before the run is refused in one line.
+MAX_SKIPPED = 64
 
 
 def to_float(batch: dict) -> dict:
@@ -109,34 +111,40 @@ class Elements:
         self.opens_files = hasattr(source, "open_image")
 
     def read(self, idx):
-        """Image ``idx`` as an RGB PIL image, or None (with a warning) when unreadable."""
+        """Image ``idx`` -> (an RGB PIL image, None), or (None, why) when it is unreadable."""
         try:
             if self.opens_files:
-                return self.source.open_image(idx, self.min_side)
-            return Image.fromarray(np.asarray(self.source[idx], np.uint8))
+                return self.source.open_image(idx, self.min_side), None
+            return Image.fromarray(np.asarray(self.source[idx], np.uint8)), None
         except Exception as e:  # corrupt / non-image / oversized / unreadable: skip, never fatal
             name = escaped(getattr(self.source, "describe", lambda i: f"item {i}")(idx))
             why = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {first_line(e)}"
             why = why.removeprefix(f"{name}: ")  # image_io's messages start with the name
-            warnings.warn(f"skipping unreadable image {name}: {one_line(why)}",
-                          RuntimeWarning, stacklevel=2)
-            return None
+            return None, f"{name}: {one_line(why)}"
 
     def __call__(self, pos):
         plan = self.plan
         epoch, slot = divmod(pos, plan.share)
         order = plan.order(epoch)
-        for k in range(plan.share if self.train else 1):  # train: next image of this epoch takes the slot
+        # Train: the next image of this epoch takes an unreadable one's slot, up to MAX_SKIPPED
+        # in a row (a folder of bad files is refused at once, not after reading all of it).
+        tries = min(plan.share, MAX_SKIPPED) if self.train else 1
+        skipped = []
+        for k in range(tries):
             idx = int(order[(slot + k) % plan.share])
-            im = self.read(idx)
+            im, why = self.read(idx)
             if im is not None:
                 break
+            skipped.append(why)
         else:
-            if not self.train:
-                return None
-            describe = getattr(self.source, "describe", lambda i: f"item {i}")
-            raise UserError(f"no readable image among the {plan.share} of this host's epoch "
-                            f"(the warnings above say why; first: {escaped(describe(int(order[slot])))})")
+            if self.train:  # one line, no warnings before it
+                some = "all" if tries == plan.share else "the first"
+                raise UserError(f"no readable image: {some} {tries} of this host's epoch "
+                                f"({plan.share} images) are unreadable; the first: {skipped[0]}")
+        for why in skipped:
+            warnings.warn(f"skipping unreadable image {why}", RuntimeWarning, stacklevel=2)
+        if im is None:
+            return None
         size = self.crop["crop_size"]
         crop = crop_image(im, rng=np.random.default_rng([self.seed, epoch, idx, 0]), **self.crop)
         hole = np.asarray(self.mask_fn(np.random.default_rng([self.seed, epoch, idx, 1]), (size, size)))

@@ -66,14 +66,16 @@ def total_steps(config, steps_per_epoch: float) -> int:
     return max(1, math.ceil(config.num_epochs * steps_per_epoch))
 
 
-def _check_finite(step, scalars):
+def check_finite(step, scalars):
+    """Raise :class:`TrainingDiverged` (one line) when a logged loss is NaN or infinite."""
     bad = [k for k, v in scalars.items() if k != "psnr_hole" and not math.isfinite(v)]
     if bad:
         raise TrainingDiverged(f"step {step}: {', '.join(bad)} became {scalars[bad[0]]}; "
                                "stopped, the last good checkpoint is kept")
 
 
-def _mean_scalars(pending):
+def mean_scalars(pending) -> dict[str, float]:
+    """The steps' scalar dicts (device values) -> their means, fetched once."""
     fetched = jax.device_get(pending)
     return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
 
@@ -177,8 +179,8 @@ def train_and_evaluate(config, workdir) -> dict:
         nonlocal pending, last_log, scalars
         if not pending:
             return
-        scalars = _mean_scalars(pending)
-        _check_finite(step, scalars)
+        scalars = mean_scalars(pending)
+        check_finite(step, scalars)
         now = time.perf_counter()
         scalars["images_per_s"] = len(pending) * config.batch_size / (now - last_log)
         writer.write(step, scalars)
