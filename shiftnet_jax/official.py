@@ -33,7 +33,7 @@ from shiftnet_jax.torchfile.state_dicts import (from_torch_state_dict, to_torch_
 from shiftnet_jax.train import official_options, official_schedule
 from shiftnet_jax.train.official_step import EXTRA_LOSS_NAMES, LOSS_NAMES, OfficialStep
 
-__all__ = ["train_steps", "step_gradients", "models_from_state_dicts"]
+__all__ = ["models_from_state_dicts", "step_gradients", "train_steps"]
 
 
 def models_from_state_dicts(g_state_dict, d_state_dict, opts):
