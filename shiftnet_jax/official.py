@@ -17,8 +17,10 @@ dicts are mapped by :mod:`shiftnet_jax.torchfile.state_dicts` (G) and
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from shiftnet_jax.nets.discriminators import Discriminator
@@ -31,7 +33,7 @@ from shiftnet_jax.torchfile.state_dicts import (from_torch_state_dict, to_torch_
 from shiftnet_jax.train import official_options, official_schedule
 from shiftnet_jax.train.official_step import EXTRA_LOSS_NAMES, LOSS_NAMES, OfficialStep
 
-__all__ = ["train_steps", "models_from_state_dicts"]
+__all__ = ["models_from_state_dicts", "step_gradients", "train_steps"]
 
 
 def models_from_state_dicts(g_state_dict, d_state_dict, opts):
@@ -93,6 +95,72 @@ def _to_state_dicts(state, g_kwargs, d_kwargs, norm, g_calls, d_calls):
     return {k: np.asarray(v) for k, v in g.items()}, {k: np.asarray(v) for k, v in d.items()}
 
 
+class _Run(NamedTuple):
+    """What :func:`train_steps` and :func:`step_gradients` share, prepared from their
+    arguments."""
+    opts: dict
+    trainer: OfficialStep
+    state: object
+    vgg: object
+    images: np.ndarray
+    masks: np.ndarray
+    alphas: np.ndarray
+    rand_tl: object
+    g_kwargs: dict
+    d_kwargs: dict
+
+
+def _prepare(g_state_dict, d_state_dict, images, masks, options, vgg16_state_dict, replay,
+             steps_per_epoch=None, dtype=jnp.float32) -> _Run:
+    options_given = dict(options or {})
+    images = np.asarray(images, np.float32)
+    masks = np.asarray(masks).astype(bool)
+    if images.ndim != 5 or images.shape[2] != 3:
+        raise ValueError(f"images must be (steps, N, 3, H, W), got {images.shape}")
+    if masks.shape != images.shape[:2] + (1,) + images.shape[3:]:
+        raise ValueError(f"masks must be (steps, N, 1, H, W) = {images.shape[:2] + (1,) + images.shape[3:]}, "
+                         f"got {masks.shape}")
+    steps, batch, _, height, width = images.shape
+    if height != width:
+        raise ValueError(f"the official code trains on squares (fineSize); got {height}x{width}")
+    if "fineSize" in options_given and int(options_given["fineSize"]) != height:
+        raise ValueError(f"option fineSize={options_given['fineSize']} but the images are {height}")
+    opts = official_options.resolve({**options_given, "fineSize": height})
+    generator, g_vars, discriminator, d_vars, g_kwargs, d_kwargs = models_from_state_dicts(
+        g_state_dict, d_state_dict, opts)
+    _check_widths(options_given, g_kwargs, d_kwargs)
+    needs_vgg = bool(opts["style_weight"] or opts["content_weight"])
+    if needs_vgg and vgg16_state_dict is None:
+        raise ValueError(f"style_weight={opts['style_weight']} / content_weight="
+                         f"{opts['content_weight']} need vgg16_state_dict (or set both to 0)")
+    vgg = vgg16_params(vgg16_state_dict) if needs_vgg else None
+    if np.dtype(dtype) != np.float32:   # every float variable and both modules' computations
+        generator, discriminator = generator.clone(dtype=dtype), discriminator.clone(dtype=dtype)
+        g_vars, d_vars, vgg = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype),
+                                                     (g_vars, d_vars, vgg))
+
+    replay = dict(replay or {})
+    alphas = replay.get("gp_alpha")
+    if alphas is None:
+        alphas = np.random.default_rng(0).random((steps, batch, 1), dtype=np.float32)
+    alphas = np.asarray(alphas, np.float32).reshape(steps, batch)
+
+    if opts["lr_policy"] == "plateau" and steps_per_epoch is not None and steps > steps_per_epoch:
+        raise ValueError(official_schedule.PLATEAU.replace("official.lr_policy", "lr_policy"))
+    rate = official_schedule.schedule(opts, steps_per_epoch or steps)
+    trainer = OfficialStep(generator, discriminator, opts, learning_rate=rate)
+    return _Run(opts, trainer, trainer.init_state(g_vars, d_vars), vgg, images, masks, alphas,
+                replay.get("rand_tl"), g_kwargs, d_kwargs)
+
+
+def _batch(run: _Run, t: int, dtype=np.float32):
+    """Step ``t``'s batch in our layout (NHWC)."""
+    top_left = _top_left(run.opts, run.masks[t], None if run.rand_tl is None else run.rand_tl[t])
+    return {"image": np.moveaxis(run.images[t], 1, -1).astype(dtype),
+            "hole": np.moveaxis(run.masks[t], 1, -1).astype(dtype),
+            "crop_tl": np.asarray(top_left, np.int32), "gp_alpha": run.alphas[t].astype(dtype)}
+
+
 def train_steps(g_state_dict: Mapping, d_state_dict: Mapping, images, masks,
                 options: Mapping | None = None, vgg16_state_dict: Mapping | None = None,
                 replay: Mapping | None = None, snapshots: Iterable[int] = (),
@@ -123,42 +191,11 @@ def train_steps(g_state_dict: Mapping, d_state_dict: Mapping, images, masks,
       float array for ``G_GAN, G_L1, D, style, content, tv`` (the official loss_names)
       and ``G_L1_m`` (the discounted hole L1) and ``guidance`` (InnerCos), unlogged there.
     """
-    options_given = dict(options or {})
-    images = np.asarray(images, np.float32)
-    masks = np.asarray(masks).astype(bool)
-    if images.ndim != 5 or images.shape[2] != 3:
-        raise ValueError(f"images must be (steps, N, 3, H, W), got {images.shape}")
-    if masks.shape != images.shape[:2] + (1,) + images.shape[3:]:
-        raise ValueError(f"masks must be (steps, N, 1, H, W) = {images.shape[:2] + (1,) + images.shape[3:]}, "
-                         f"got {masks.shape}")
-    steps, batch, _, height, width = images.shape
-    if height != width:
-        raise ValueError(f"the official code trains on squares (fineSize); got {height}x{width}")
-    if "fineSize" in options_given and int(options_given["fineSize"]) != height:
-        raise ValueError(f"option fineSize={options_given['fineSize']} but the images are {height}")
-    opts = official_options.resolve({**options_given, "fineSize": height})
-    generator, g_vars, discriminator, d_vars, g_kwargs, d_kwargs = models_from_state_dicts(
-        g_state_dict, d_state_dict, opts)
-    _check_widths(options_given, g_kwargs, d_kwargs)
-    needs_vgg = bool(opts["style_weight"] or opts["content_weight"])
-    if needs_vgg and vgg16_state_dict is None:
-        raise ValueError(f"style_weight={opts['style_weight']} / content_weight="
-                         f"{opts['content_weight']} need vgg16_state_dict (or set both to 0)")
-    vgg = vgg16_params(vgg16_state_dict) if needs_vgg else None
-
-    replay = dict(replay or {})
-    alphas = replay.get("gp_alpha")
-    if alphas is None:
-        alphas = np.random.default_rng(0).random((steps, batch, 1), dtype=np.float32)
-    alphas = np.asarray(alphas, np.float32).reshape(steps, batch)
-    rand_tl = replay.get("rand_tl")
-
-    if opts["lr_policy"] == "plateau" and steps_per_epoch is not None and steps > steps_per_epoch:
-        raise ValueError(official_schedule.PLATEAU.replace("official.lr_policy", "lr_policy"))
-    rate = official_schedule.schedule(opts, steps_per_epoch or steps)
-    trainer = OfficialStep(generator, discriminator, opts, learning_rate=rate)
-    step_fn = jax.jit(trainer.step)
-    state = trainer.init_state(g_vars, d_vars)
+    run = _prepare(g_state_dict, d_state_dict, images, masks, options, vgg16_state_dict,
+                   replay, steps_per_epoch)
+    opts, steps = run.opts, run.images.shape[0]
+    step_fn = jax.jit(run.trainer.step)
+    state = run.state
     wanted = sorted({int(s) for s in snapshots})
     if any(not 1 <= s <= steps for s in wanted):
         raise ValueError(f"snapshots must lie in 1 .. {steps}, got {wanted}")
@@ -173,21 +210,53 @@ def train_steps(g_state_dict: Mapping, d_state_dict: Mapping, images, masks,
 
     g_out, d_out, history = {}, {}, []
     for t in range(steps):
-        top_left = _top_left(opts, masks[t], None if rand_tl is None else rand_tl[t])
-        batch_t = {"image": np.moveaxis(images[t], 1, -1),
-                   "hole": np.moveaxis(masks[t], 1, -1).astype(np.float32),
-                   "crop_tl": np.asarray(top_left, np.int32), "gp_alpha": alphas[t]}
-        state, scalars = step_fn(state, batch_t, vgg)
+        state, scalars = step_fn(state, _batch(run, t), run.vgg)
         history.append(jax.device_get(scalars))
         if t + 1 in wanted:
-            g_out[t + 1], d_out[t + 1] = _to_state_dicts(state, g_kwargs, d_kwargs, opts["norm"],
-                                                         *counters(t + 1))
+            g_out[t + 1], d_out[t + 1] = _to_state_dicts(state, run.g_kwargs, run.d_kwargs,
+                                                         opts["norm"], *counters(t + 1))
     losses = {name: np.asarray([float(h[name]) for h in history])
               for name in LOSS_NAMES + EXTRA_LOSS_NAMES}
     if wanted:
         return g_out, d_out, losses
-    g, d = _to_state_dicts(state, g_kwargs, d_kwargs, opts["norm"], *counters(steps))
+    g, d = _to_state_dicts(state, run.g_kwargs, run.d_kwargs, opts["norm"], *counters(steps))
     return g, d, losses
+
+
+def step_gradients(g_state_dict: Mapping, d_state_dict: Mapping, image, mask,
+                   options: Mapping | None = None, vgg16_state_dict: Mapping | None = None,
+                   replay: Mapping | None = None, dtype="float32"):
+    """The gradients of one official training step, keyed as the official parameters.
+
+    What ``netG`` / ``netD``'s parameters' ``.grad`` hold after one ``set_input`` +
+    ``optimize_parameters`` (G's gradient is taken against the D that the step has just
+    updated, as officially). Arguments as :func:`train_steps` for one step: ``image``
+    (N, 3, H, W), ``mask`` (N, 1, H, W), ``replay`` values for that step (``gp_alpha``
+    (N, 1), ``rand_tl`` (2,)).
+
+    ``dtype="float64"`` computes everything in float64 (under ``jax.enable_x64``): free of
+    float32 rounding, so comparable to the official code run in double precision to
+    ~1e-12 where float32 runs of either code may differ by 1e-3 (a ReLU input within
+    rounding of 0 decides which way; docs/official-mode.md).
+
+    Returns:
+      (g_grad, d_grad): dicts of numpy arrays in the official layouts (``dtype``).
+    """
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    replay = {k: np.asarray(v)[None] for k, v in dict(replay or {}).items()}
+    with jax.enable_x64(dtype == "float64"):
+        jdtype = jnp.dtype(dtype)
+        run = _prepare(g_state_dict, d_state_dict, np.asarray(image)[None],
+                       np.asarray(mask)[None], options, vgg16_state_dict, replay, dtype=jdtype)
+        g_grads, d_grads = jax.jit(run.trainer.gradients)(run.state, _batch(run, 0, dtype),
+                                                          run.vgg)
+        g_vars = jax.device_get(run.state.generator)
+        g = to_torch_state_dict(run.g_kwargs, {**g_vars, "params": jax.device_get(g_grads)})
+        d = patchgan_to_torch_state_dict(run.d_kwargs, {"params": jax.device_get(d_grads)})
+    names = set(parameter_names(g_state_dict)) | inert_biases(g_state_dict)
+    return ({k: np.asarray(v) for k, v in g.items() if k in names},
+            {k: np.asarray(v) for k, v in d.items()})
 
 
 # ------------------------------------------------------------- comparing runs

@@ -24,11 +24,24 @@ What differs from an official run, and why:
   piecewise-constant blocks make XLA's jitted gradient differ from the op-by-op one
   by 1e-3 while the forward agrees to 2e-7; we have not found why.)
 
-Each setting runs twice, with 1 and with 2 torch threads: the second run only
-measures how far the official code drifts from itself (the "spread"), recorded per
-step beside the first run's losses and state dicts. A seed whose run gives a
-non-finite loss (the official cosine divides by zero for zero feature vectors) is
-rejected and the next one tried.
+Each setting runs with 1 torch thread (the reference run, whose losses and state dicts
+are recorded), and then again only to measure how far the official code drifts from
+itself in float32, recorded per step:
+
+* with 2 threads (the "spread" of issue 16);
+* with oneDNN (mkldnn) off, so that torch convolves by another float32 path;
+* from G and D parameters moved by one float32 ulp each (random signs, 3 draws);
+
+the largest distance of these to the reference run is the "float32 spread". On the
+paper, wgan_gp and batch_norm settings some of them already move G after step 1 by
+4e-4 .. 2e-3 (relative): one ReLU input within float32 rounding of 0 flips, and Adam's
+first step, ``lr * g / |g|``, turns the small change of the gradient into a full step
+on every small gradient element. Then step 1 once more in float64 (the model, the
+inputs and the losses converted to double), recording its G and D gradients: free of
+float32 rounding, the reference our float64 gradient is held to.
+
+A seed whose run gives a non-finite loss (the official cosine divides by zero for zero
+feature vectors) is rejected and the next one tried.
 
 Writes ``trajectory_common.npz`` (images, initial weights, VGG16), one
 ``trajectory_<setting>.npz`` per setting (keys in ``tests/fixtures/README.md``) and
@@ -65,6 +78,11 @@ SETTINGS = {
 }
 SNAPSHOTS = (1, 2, 5, 10)
 SUBSET = 16          # after step 1, G is stored at every 16th element of each tensor
+ULP_SEEDS = (1, 2, 3)   # the float32 spread's runs from parameters moved by one ulp
+# The float64 gradients are stored at every 17th element: a stride that is a multiple of
+# 16 (kH kW) would pick only the (0, 0) tap of every 4x4 kernel, whose gradient is 0
+# at the innermost level (1x1 and 2x2 maps: that tap only ever sees padding).
+GRAD_SUBSET = 17
 VGG_WIDTHS = [8, 8, "M", 16, 16, "M", 16, 16, 16, "M"]
 IMAGES = 4           # distinct images, cycled: step t's batch is images (N t + i) % 4
 
@@ -155,14 +173,56 @@ def initial_state(net, shared, rng):
     return state
 
 
-def run(ShiftNetModel, opt, vgg, g0, d0, images, seed, threads, steps):
-    """The official loop; returns losses per step, snapshots, rand_tl and gp_alpha draws."""
+def ulp_moved(state, names, seed):
+    """``state`` with each float32 parameter of ``names`` one ulp up or down (random signs)."""
+    rng = np.random.default_rng(seed)
+    out = dict(state)
+    for name in names:
+        towards = np.where(rng.random(state[name].shape) < 0.5, -np.inf, np.inf)
+        out[name] = np.nextafter(state[name], towards.astype(np.float32))
+    return out
+
+
+@contextlib.contextmanager
+def float64_step(model):
+    """The model, its losses and the gradient penalty's draws in float64 (the draws are
+    the same float32 numbers): for one step, no official code changed."""
+    rand, default = torch.rand, torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    for module in (model.netG, model.netD, model.vgg16_extractor, model.criterionL1_mask,
+                   model.criterionGAN):
+        module.double()
+    for optimizer in (model.optimizer_G, model.optimizer_D):
+        optimizer.state.clear()
+    torch.rand = lambda *size, **kw: rand(*size, dtype=torch.float32).double()
+    try:
+        yield
+    finally:
+        torch.rand = rand
+        torch.set_default_dtype(default)
+        model.vgg16_extractor.float()   # its modules are the shared VGG16's (float32 values)
+
+
+def run(ShiftNetModel, opt, vgg, g0, d0, images, seed, threads, steps, mkldnn=True,
+        double=False):
+    """The official loop; returns losses per step, snapshots, rand_tl and gp_alpha draws
+    (and with ``double``, one float64 step: the gradients instead of the snapshots)."""
     torch.set_num_threads(threads)
+    torch.backends.mkldnn.enabled = mkldnn
     torch.manual_seed(seed)
     np.random.seed(seed)   # create_rand_mask draws with numpy
     model = build_model(ShiftNetModel, opt, vgg)
     model.netG.load_state_dict({k: torch.from_numpy(v) for k, v in g0.items()})
     model.netD.load_state_dict({k: torch.from_numpy(v) for k, v in d0.items()})
+    if double:
+        with float64_step(model):
+            image = torch.from_numpy(images[0]).double()
+            model.set_input({"A": image.clone(), "B": image.clone(), "A_paths": [""] * len(image),
+                             "M": torch.zeros(image.shape[0], 1, *image.shape[2:])})
+            model.optimize_parameters()
+        torch.backends.mkldnn.enabled = True
+        return ({n: p.grad.numpy().copy() for n, p in model.netG.named_parameters()},
+                {n: p.grad.numpy().copy() for n, p in model.netD.named_parameters()})
     losses, snaps, rand_tl, alphas = {}, {}, [], []
     for t in range(steps):
         image = torch.from_numpy(images[t])
@@ -182,6 +242,7 @@ def run(ShiftNetModel, opt, vgg, g0, d0, images, seed, threads, steps):
             snaps[t + 1] = ({k: v.detach().clone().numpy() for k, v in model.netG.state_dict().items()},
                             {k: v.detach().clone().numpy() for k, v in model.netD.state_dict().items()})
     masks = model.mask_global.numpy()   # the last one (rect masks are rebuilt from rand_tl)
+    torch.backends.mkldnn.enabled = True
     return ({k: np.asarray(v, np.float64) for k, v in losses.items()}, snaps,
             np.asarray(rand_tl, np.int16), np.asarray(alphas, np.float32), masks)
 
@@ -192,7 +253,7 @@ def finite(losses, snaps):
         if a.dtype.kind == "f")
 
 
-def spreads(snaps1, snaps2, g0, d0):
+def spreads(snaps1, snaps2, g0, d0, prefix="spread"):
     """The official code against itself: errors of run 2 against run 1 per snapshot."""
     out = {}
     for s in SNAPSHOTS:
@@ -200,8 +261,26 @@ def spreads(snaps1, snaps2, g0, d0):
         for net, a, b, init in (("g", g1, g2, g0), ("d", d1, d2, d0)):
             err = state_dict_errors(b, a, init, parameter_names(a))
             for key, value in err.items():
-                out[f"spread/{net}_{key}/{s}"] = np.float64(value)
+                out[f"{prefix}/{net}_{key}/{s}"] = np.float64(value)
     return out
+
+
+def float32_spreads(result1, variants, g0, d0):
+    """The largest distance of the variant runs to the reference run: per snapshot
+    (``spread_f32/...``, as :func:`spreads`) and per step and loss (``losses_spread/...``)."""
+    out = {}
+    for result in variants:
+        for key, value in spreads(result1[1], result[1], g0, d0, "spread_f32").items():
+            out[key] = max(out.get(key, np.float64(0)), value)
+        for name, ref in result1[0].items():
+            key = f"losses_spread/{name}"
+            out[key] = np.maximum(out.get(key, np.zeros_like(ref)), np.abs(result[0][name] - ref))
+    return out
+
+
+def subset(grads):
+    """Every GRAD_SUBSET-th element of each flattened gradient, float64."""
+    return {n: np.asarray(g, np.float64).ravel()[::GRAD_SUBSET] for n, g in grads.items()}
 
 
 def setting_arrays(setting, opt, losses1, losses2, snaps1, rand_tl, alphas, g0, d0, spread):
@@ -268,10 +347,23 @@ def main():
         else:
             sys.exit(f"{setting}: no usable seed")
         result2 = run(ShiftNetModel, opt, vgg, g0, d0, images, seed, 2, args.steps)
+        variants = [result2, run(ShiftNetModel, opt, vgg, g0, d0, images, seed, 1, args.steps,
+                                 mkldnn=False)]
+        g_params = [n for n, _ in model.netG.named_parameters()]
+        d_params = [n for n, _ in model.netD.named_parameters()]
+        for ulp_seed in ULP_SEEDS:
+            variants.append(run(ShiftNetModel, opt, vgg, ulp_moved(g0, g_params, ulp_seed),
+                                ulp_moved(d0, d_params, 100 + ulp_seed), images, seed, 1,
+                                args.steps))
+        grad_g, grad_d = run(ShiftNetModel, opt, vgg, g0, d0, images, seed, 1, 1, double=True)
         losses1, snaps1, rand_tl, alphas, _ = result1
         arrays = setting_arrays(setting, opt, losses1, result2[0], snaps1, rand_tl, alphas,
                                 g0, d0, spreads(snaps1, result2[1], g0, d0))
+        arrays.update(float32_spreads(result1, variants, g0, d0))
+        arrays.update({f"grad64_g/{n}": v for n, v in subset(grad_g).items()})
+        arrays.update({f"grad64_d/{n}": v for n, v in subset(grad_d).items()})
         arrays["meta_seed"] = np.int64(seed)
+        arrays["meta_grad_subset"] = np.int64(GRAD_SUBSET)
         for name, value in d0.items():
             arrays[f"d_init/{name}"] = value
         for name in g0:   # buffers of the initial G (BatchNorm's running statistics)
@@ -280,7 +372,8 @@ def main():
         path = os.path.join(args.out, f"trajectory_{setting}.npz")
         np.savez_compressed(path, **arrays)
         print(f"{setting}: seed {seed}, wrote {path} ({os.path.getsize(path)} bytes); "
-              + ", ".join(f"{k} {v[0]:.4g}->{v[-1]:.4g}" for k, v in losses1.items()))
+              + ", ".join(f"{k} {v[0]:.4g}->{v[-1]:.4g}" for k, v in losses1.items())
+              + "; float32 spread of G after step 1 " + f"{arrays['spread_f32/g_max_rel/1']:.3g}")
     for name, value in shared_g.items():
         common[f"g_init/{name}"] = to_bf16_bits(value)
     path = os.path.join(args.out, "trajectory_common.npz")

@@ -23,7 +23,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from shiftnet_jax.nets.layers import SpectralNorm, conv_init, make_norm
+from shiftnet_jax.nets.layers import SpectralNorm, conv_init, make_norm, wide
 
 
 class Discriminator(nn.Module):
@@ -60,7 +60,7 @@ class Discriminator(nn.Module):
             x = make_norm(self.norm, train, self.dtype, f"norm_{i}")(x)
             x = nn.leaky_relu(x, 0.2)
         x = conv(1, 1, True, f"conv_{self.n_layers + 1}")(x)
-        return x.astype(jnp.float32)
+        return x.astype(wide(self.dtype))
 
 
 class DenseNetDiscriminator(nn.Module):

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from shiftnet_jax.nets.conv import Conv4x4
 from shiftnet_jax.nets.feature_hole import RULES as FEATURE_HOLE_RULES
 from shiftnet_jax.nets.feature_hole import feature_hole
-from shiftnet_jax.nets.layers import NORMS, SpectralNorm, conv_init, make_norm
+from shiftnet_jax.nets.layers import NORMS, SpectralNorm, conv_init, make_norm, wide
 from shiftnet_jax.nets.shift_level import ShiftLevel, ShiftOptions, check_analysis_options, shift_options
 
 
@@ -255,7 +255,7 @@ class ShiftNetGenerator(ShiftOptions, nn.Module):
                 else:
                     x = jnp.concatenate([decoded, encoded], axis=-1)
             x = self.up[i](x, train)
-        return jnp.tanh(x).astype(jnp.float32), features
+        return jnp.tanh(x).astype(wide(self.dtype)), features
 
     def __call__(self, image, hole, *, train: bool = False, return_features: bool = False):
         """Inpaint: image (B, H, W, 3) in [-1, 1], hole (B, H, W, 1) with 1 = missing.

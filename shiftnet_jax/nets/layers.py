@@ -30,6 +30,13 @@ NORMS = ("instance", "batch")
 conv_init = nn.initializers.normal(0.02)
 
 
+def wide(dtype):
+    """The dtype to accumulate and return results in: float32 for float32 and narrower
+    computations (bfloat16, float16), float64 for float64 ones (a run under
+    ``jax.enable_x64``, e.g. the official mode's float64 parity check)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def batch_norm_scale_init(key, shape, dtype=jnp.float32):
     return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
@@ -60,7 +67,7 @@ class SpectralNorm(nn.Module):
     def __call__(self, x, update_stats: bool = False):
         def normalise(variables):
             kernel = variables["params"]["kernel"]
-            w = kernel.reshape(-1, kernel.shape[-1]).T.astype(jnp.float32)     # (O, in)
+            w = kernel.reshape(-1, kernel.shape[-1]).T.astype(wide(kernel.dtype))   # (O, in)
             u = self.variable("batch_stats", "u", lambda: _normalise(
                 jax.random.normal(self.make_rng("params"), (w.shape[0],))))
             v = self.variable("batch_stats", "v", lambda: _normalise(

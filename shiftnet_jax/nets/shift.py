@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shiftnet_jax.nets.layers import wide
+
 # Encoded features are normalised as e / max(|e|, EPS): a zero vector (common
 # after ReLU) then has similarity 0 with everything instead of NaN.
 EPS = 1e-8
@@ -52,7 +54,7 @@ def _scores_dtype_and_precision(dtype):
 
 def _normalised(encoded):
     """Unit-normalise feature vectors along the last axis (zero stays zero)."""
-    enc32 = encoded.astype(jnp.float32)
+    enc32 = encoded.astype(wide(encoded.dtype))
     norm = jnp.sqrt(jnp.sum(enc32 * enc32, axis=-1, keepdims=True))
     return (enc32 / jnp.maximum(norm, EPS)).astype(encoded.dtype)
 
@@ -65,7 +67,7 @@ def _dense_argmax(queries, keys, known):
     """
     precision = _scores_dtype_and_precision(queries.dtype)
     scores = jnp.einsum("bnc,bmc->bnm", queries, keys, precision=precision,
-                        preferred_element_type=jnp.float32)
+                        preferred_element_type=wide(queries.dtype))
     scores = jnp.where(known[:, None, :], scores, -jnp.inf)
     return jnp.argmax(scores, axis=-1).astype(jnp.int32)
 
@@ -89,7 +91,7 @@ def _tiled_argmax(queries, keys, known, tile):
         best, best_index = carry
         tile_index, tile_keys, tile_known = xs
         scores = jnp.einsum("bnc,bmc->bnm", queries, tile_keys, precision=precision,
-                            preferred_element_type=jnp.float32)
+                            preferred_element_type=wide(queries.dtype))
         scores = jnp.where(tile_known[:, None, :], scores, -jnp.inf)
         local = jnp.argmax(scores, axis=-1)
         local_best = jnp.take_along_axis(scores, local[..., None], axis=-1)[..., 0]
@@ -99,7 +101,7 @@ def _tiled_argmax(queries, keys, known, tile):
         return (best, best_index), None
 
     n = queries.shape[1]
-    init = (jnp.full((b, n), -jnp.inf, jnp.float32), jnp.zeros((b, n), jnp.int32))
+    init = (jnp.full((b, n), -jnp.inf, wide(queries.dtype)), jnp.zeros((b, n), jnp.int32))
     (_, best_index), _ = jax.lax.scan(
         step, init, (jnp.arange(n_tiles, dtype=jnp.int32), keys, known))
     return best_index
@@ -153,10 +155,10 @@ def _scatter(grad_flat, index, valid):
     """P.T @ grad: sums every hole row's gradient into its source position."""
     b, n, c = grad_flat.shape
     grad_flat = jnp.where(valid[..., None], grad_flat, jnp.zeros((), grad_flat.dtype))
-    # Accumulate in float32: many hole positions may pick the same source.
-    out = jnp.zeros((b, n, c), jnp.float32)
+    # Accumulate in float32 (or wider): many hole positions may pick the same source.
+    out = jnp.zeros((b, n, c), wide(grad_flat.dtype))
     batch = jnp.arange(b)[:, None]
-    out = out.at[batch, index].add(grad_flat.astype(jnp.float32))
+    out = out.at[batch, index].add(grad_flat.astype(out.dtype))
     return out.astype(grad_flat.dtype)
 
 

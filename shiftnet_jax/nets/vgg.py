@@ -20,11 +20,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from shiftnet_jax.nets.layers import wide
+
 
 def features(params, x):
     """(B, H, W, 3) -> [pool1, pool2, pool3] maps (B, H/2**k, W/2**k, C_k)."""
     out = []
-    x = x.astype(jnp.float32)
+    x = x.astype(wide(x.dtype))
     for block in params:
         for kernel, bias in block:
             x = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),

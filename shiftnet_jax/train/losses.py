@@ -10,6 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from shiftnet_jax.nets.layers import wide
+
 GANS = ("vanilla", "lsgan", "hinge", "wgan_gp", "re_s_gan", "re_avg_gan")
 GUIDANCE_KINDS = ("mse", "l1")   # the official --constrain
 # Losses whose generator side also needs the discriminator's logits on real images.
@@ -17,7 +19,8 @@ RELATIVISTIC = ("re_s_gan", "re_avg_gan")
 
 def l1(output, target):
     """Mean absolute error over the whole image. (B, H, W, C) -> scalar."""
-    return jnp.mean(jnp.abs(output.astype(jnp.float32) - target.astype(jnp.float32)))
+    dtype = wide(output.dtype)
+    return jnp.mean(jnp.abs(output.astype(dtype) - target.astype(dtype)))
 
 
 def discounted_hole_l1(output, target, hole, *, gamma: float = 0.9, discounting: bool = True):
@@ -61,7 +64,7 @@ def total_variation(x):
     """The official ``TVLoss`` (weight 1): ``2 (sum dy^2 / count_y + sum dx^2 / count_x) / B``
     with ``count`` the number of differences per image. x: (B, H, W, C) -> scalar. (The
     official code applies it to ``output * hole``.)"""
-    x = x.astype(jnp.float32)
+    x = x.astype(wide(x.dtype))
     dy, dx = x[:, 1:] - x[:, :-1], x[:, :, 1:] - x[:, :, :-1]
     count_y, count_x = dy[0].size, dx[0].size
     return 2 * (jnp.sum(dy * dy) / count_y + jnp.sum(dx * dx) / count_x) / x.shape[0]
@@ -167,7 +170,7 @@ def gradient_penalty(critic, real, fake, alpha, constant: float = 1.0, has_aux: 
 
     def summed(x):
         logits, aux = critic(x) if has_aux else (critic(x), None)
-        return jnp.sum(logits.astype(jnp.float32)), aux
+        return jnp.sum(logits.astype(wide(logits.dtype))), aux
 
     grads, aux = jax.grad(summed, has_aux=True)(mixed)
     # The official code adds 1e-16 to every element before the norm (no NaN gradient at 0).

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from shiftnet_jax.nets import vgg
+from shiftnet_jax.nets.layers import wide
 from shiftnet_jax.train import losses
 from shiftnet_jax.train import official_options as options
 from shiftnet_jax.train.step import TrainState
@@ -84,7 +85,8 @@ class OfficialStep:
         if not options.square_crop(self.opts):
             return x
         n = options.crop_size(self.opts)
-        return jax.lax.dynamic_slice(x, (0, top_left[0], top_left[1], 0),
+        zero = jnp.zeros((), top_left.dtype)   # indices of one integer type (also under x64)
+        return jax.lax.dynamic_slice(x, (zero, top_left[0], top_left[1], zero),
                                      (x.shape[0], n, n, x.shape[3]))
 
     def _d(self, params, stats, x):
@@ -153,12 +155,14 @@ class OfficialStep:
         return total, (parts, d_stats)
 
     # -------------------------------------------------------------------- step
-    def step(self, state: TrainState, batch, vgg_params=None):
+    def _backward(self, state: TrainState, batch, vgg_params):
+        """Everything of one step but G's Adam update: (G's gradient, D's gradient, the
+        new D variables, D's optimiser state, G's variables after the passes, losses)."""
         opts = self.opts
         if (opts["style_weight"] or opts["content_weight"]) and vgg_params is None:
             raise ValueError("style_weight / content_weight need the VGG16 weights")
-        image = batch["image"].astype(jnp.float32)
-        hole = batch["hole"].astype(jnp.float32)
+        image = batch["image"].astype(wide(batch["image"].dtype))
+        hole = batch["hole"].astype(image.dtype)
         top_left = batch["crop_tl"]
         g_vars, d_vars = state.generator, state.discriminator
 
@@ -190,13 +194,22 @@ class OfficialStep:
             guidance = opts["strength"] * jnp.mean(jnp.square(former - target))
             d_decoded = opts["strength"] * 2.0 * (former - target) / decoded.size
         (g_grads,) = pullback((d_output, d_decoded))
-        g_step, g_opt = self.tx.update(g_grads, state.g_opt, g_vars["params"])
-        new_g = _with_stats({"params": optax.apply_updates(g_vars["params"], g_step)},
-                            {k: v for k, v in g_vars.items() if k != "params"})
-        new_g = _with_stats(new_g, g_updates)
+        new_d = {"params": d_params, "batch_stats": d_stats}
+        return g_grads, d_grads, new_d, d_opt, _with_stats(g_vars, g_updates), \
+            {**parts, "D": d_loss, "guidance": guidance}
 
-        scalars = {**parts, "D": d_loss, "guidance": guidance}
-        new_state = state.replace(step=state.step + 1, generator=new_g,
-                                  discriminator={"params": d_params, "batch_stats": d_stats},
+    def gradients(self, state: TrainState, batch, vgg_params=None):
+        """(G's gradient, D's gradient) of one step, as parameter trees: what the official
+        ``netG`` / ``netD`` parameters' ``.grad`` hold after ``optimize_parameters`` (G's
+        against the D that this step updated). Pure; float64 under ``jax.enable_x64`` with
+        float64 variables and batch."""
+        g_grads, d_grads, *_ = self._backward(state, batch, vgg_params)
+        return g_grads, d_grads
+
+    def step(self, state: TrainState, batch, vgg_params=None):
+        g_grads, _, new_d, d_opt, g_vars, scalars = self._backward(state, batch, vgg_params)
+        g_step, g_opt = self.tx.update(g_grads, state.g_opt, g_vars["params"])
+        new_g = {**g_vars, "params": optax.apply_updates(g_vars["params"], g_step)}
+        new_state = state.replace(step=state.step + 1, generator=new_g, discriminator=new_d,
                                   g_opt=g_opt, d_opt=d_opt)
         return new_state, scalars
