@@ -19,7 +19,7 @@ import time
 import zlib
 from pathlib import Path
 
-from isolated import limit_memory, report, run_child
+from isolated import limit_memory, report, run_child, table_cells
 
 # ---------------------------------------------------------------- pickle opcodes (protocol 2)
 PROTO, STOP, MARK, TUPLE, DICT_EMPTY, SETITEMS, REDUCE, BUILD = b"\x80\x02", b".", b"(", b"t", b"}", b"u", b"R", b"b"
@@ -455,10 +455,7 @@ def table():
     rows = ["| attack | outcome | read time (s) | peak RSS (MiB) | message |", "|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for name in CASES:
-            r = run_isolated(build(name, Path(tmp)), KWARGS.get(name))
-            msg = r["message"].replace("|", "\\|")[:140]
-            rows.append(f"| {name} | {r['outcome']} | {r.get('seconds', r['wall']):.3f} | "
-                        f"{r.get('peak_mib', float('nan')):.0f} | {msg} |")
+            rows.append(f"| {name} | {table_cells(run_isolated(build(name, Path(tmp)), KWARGS.get(name)))}")
     print("\n".join(rows))
 
 

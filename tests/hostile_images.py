@@ -23,7 +23,7 @@ import time
 import zlib
 from pathlib import Path
 
-from isolated import limit_memory, report, run_child
+from isolated import limit_memory, report, run_child, table_cells
 
 
 # ---------------------------------------------------------------- PNG from raw chunks
@@ -194,10 +194,7 @@ def table():
     rows = ["| attack | read as | outcome | time (s) | peak RSS (MiB) | message |", "|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for name, (entry, _, _) in CASES.items():
-            r = run_isolated(build(name, Path(tmp)), entry)
-            msg = r["message"].replace("|", "\\|")[:140]
-            rows.append(f"| {name} | {entry} | {r['outcome']} | {r.get('seconds', r['wall']):.3f} | "
-                        f"{r.get('peak_mib', float('nan')):.0f} | {msg} |")
+            rows.append(f"| {name} | {entry} | {table_cells(run_isolated(build(name, Path(tmp)), entry))}")
     print("\n".join(rows))
 
 

@@ -58,3 +58,11 @@ def report(outcome: str, message: str, start: float):
     """The child's one JSON line (``start``: ``time.perf_counter()`` before the read)."""
     print(json.dumps({"outcome": outcome, "message": message, "seconds": time.perf_counter() - start,
                       "peak_mib": peak_mib()}))
+
+
+def table_cells(result: dict, width: int = 140) -> str:
+    """A child's result as the last cells of a Markdown table row: outcome, seconds (the
+    child's own, else the wall time), peak MiB, message (``|`` escaped)."""
+    message = result["message"].replace("|", "\\|")[:width]
+    return (f"{result['outcome']} | {result.get('seconds', result['wall']):.3f} | "
+            f"{result.get('peak_mib', float('nan')):.0f} | {message} |")
