@@ -47,7 +47,7 @@ def default_config() -> ml_collections.ConfigDict:
         output_channels=3, conv_impl="auto"))
     # The shift level's options and defaults (variant "shift" = the official default
     # unet_shift_triple, shift_sz 1, mask_thred 1, fuse 0, stride 1; patch_order: ours, soft
-    # variants only): declared once, in shiftnet_jax.nets.shift_level.ShiftOptions.
+    # variants only; flip_fill: ours, face only): declared once, in shiftnet_jax.nets.shift_level.ShiftOptions.
     c.model.update(shift_level.SHIFT_DEFAULTS)
     c.model.add_mask2input = True   # official --add_mask2input 1: the known-pixel channel
     c.model.spectral_norm = False   # official --use_spectral_norm_G 0

@@ -66,11 +66,11 @@ def _write_atomically(out_dir, kwargs, variables, source, config=None):
         raise
 
 
-def _check_official(variant, kwargs, args):
+def _check_official(kwargs):
     """``--compat official`` runs the model as the official code does: refuse what it does not."""
-    if variant == "face":
-        raise ValueError(f"{file_name(args.checkpoint)}: --compat official does not reproduce "
-                         "the face variant's broadcast flip shift yet (convert without --compat)")
+    if kwargs.get("flip_fill", "reference") != "reference":
+        raise ValueError("--compat official: the official face shift fills the hole its own "
+                         "way (--flip-fill reference), not with each position's choice")
     if kwargs["feature_hole"] != "nearest":
         raise ValueError("--compat official: the official code's feature hole is 'nearest', "
                          f"not --feature-hole {kwargs['feature_hole']}")
@@ -108,10 +108,14 @@ def main(argv=None):
     parser.add_argument("--patch-order", choices=("reference", "spatial"), default="reference",
                         help="soft shift patches as the official code orders them (default, to "
                              "reproduce its outputs) or as the method describes them")
+    parser.add_argument("--flip-fill", choices=("reference", "chosen"), default="reference",
+                        help="the face variant's hole as the official code fills it (default, to "
+                             "reproduce its outputs: a broadcast sum) or with the feature each "
+                             "position chose")
     parser.add_argument("--compat", choices=("", "official"), default="",
                         help="official: record compat 'official' in config.json, the official "
                              "code's way (at inference: the same forward for shift and res, the "
-                             "official patch order for the soft variants; face not yet)")
+                             "official patch order for the soft variants and face shift)")
     args = parser.parse_args(argv)
     try:
         kwargs, variables = load_torch_checkpoint(args.checkpoint, norm=args.norm,
@@ -122,10 +126,13 @@ def main(argv=None):
             kwargs.update(shift_sz=args.shift_sz, mask_thred=args.mask_thred)
         if variant in SOFT:
             kwargs.update(fuse=bool(args.fuse), patch_order=args.patch_order)
+        if variant == "face":
+            kwargs.update(flip_fill=args.flip_fill)
         ShiftOptions(variant=variant, shift_sz=args.shift_sz, mask_thred=args.mask_thred,
-                     patch_order=args.patch_order).check_shift_options(kwargs["shift_layer"])
+                     patch_order=args.patch_order,
+                     flip_fill=args.flip_fill).check_shift_options(kwargs["shift_layer"])
         if args.compat == "official":
-            _check_official(variant, kwargs, args)
+            _check_official(kwargs)
         _write_atomically(args.out_dir, kwargs, variables, str(args.checkpoint),
                           {"compat": args.compat} if args.compat else None)
     except (ValueError, OSError) as e:  # CheckpointError is a ValueError

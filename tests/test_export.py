@@ -23,7 +23,7 @@ from shiftnet_jax.export import __main__ as cli
 from shiftnet_jax.export import export_generator, graphs, stablehlo
 from shiftnet_jax.inference.inpaint import inpaint_batch
 from shiftnet_jax.nets.generator import ShiftNetGenerator
-from shiftnet_jax.nets.shift import _normalised
+from shiftnet_jax.nets.shift import normalised
 from shiftnet_jax.torchfile.state_dicts import to_torch_state_dict
 
 onnx_export = pytest.importorskip("shiftnet_jax.export.onnx")
@@ -135,7 +135,7 @@ def assert_same_sources_except_ties(model, variables, image, hole, expected, got
     queries, keys, _ = graphs.shift_inputs(model, variables, image, hole, features)
     b, h, w, c = features.decoded.shape
     q = np.asarray(queries).reshape(b, -1, c)
-    k = np.asarray(_normalised(keys.reshape(b, -1, c)))
+    k = np.asarray(normalised(keys.reshape(b, -1, c)))
     for n, y, x in differ:
         scores = k[n] @ q[n, y * w + x]
         assert got[n, y, x] >= 0, f"position ({y}, {x}) of image {n} lost its source"

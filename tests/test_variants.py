@@ -10,7 +10,7 @@ import pytest
 from conftest import IN_REPO_FIXTURES, key
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_variants_parity import load_variant, rel
+from test_variants_parity import OFFICIAL_FACE, load_variant, rel
 
 from shiftnet_jax import checkpoint
 from shiftnet_jax.convert import main
@@ -52,7 +52,8 @@ def test_convert_detects_loads_and_inpaints_each_variant(name, tmp_path, capsys)
     if found == "res_unet_shift_triple":
         assert "--variant res_patch_soft" in printed   # which has the same keys
     model, variables, config = checkpoint.load_generator(out)
-    case = load_variant(name)
+    # convert's default for the face variant is the official face shift (--flip-fill reference).
+    case = load_variant(OFFICIAL_FACE if name == "face" else name)
     assert config["model"].get("variant", "shift") == str(case["meta_variant"])
     if name == "res_batch":
         assert config["model"]["norm"] == "batch"
@@ -203,9 +204,18 @@ def test_spectral_norm_power_iteration_finds_the_largest_singular_value():
     np.testing.assert_allclose(Layer().apply(variables, x, False), expected, rtol=1e-4, atol=1e-6)
 
 
-def test_convert_compat_official_refuses_the_face_variant_in_one_line(tmp_path, capsys):
-    # its broadcast flip shift is not reproduced yet: the official way cannot be promised
-    assert main([str(_pth("face", tmp_path)), str(tmp_path / "out"), "--compat", "official"]) == 1
+def test_convert_runs_the_face_variant_the_official_way_unless_told(tmp_path, capsys):
+    """The face variant converts with the official face shift (``flip_fill`` reference;
+    its outputs: test_convert_detects_loads_and_inpaints_each_variant), also under
+    ``--compat official``, which refuses ``--flip-fill chosen`` in one line."""
+    pth = str(_pth("face", tmp_path))
+    assert main([pth, str(tmp_path / "official"), "--compat", "official"]) == 0
+    config = checkpoint.read_config(tmp_path / "official")
+    assert config["compat"] == "official" and config["model"]["flip_fill"] == "reference"
+    capsys.readouterr()
+    assert main([pth, str(tmp_path / "refused"), "--compat", "official", "--flip-fill", "chosen"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "face variant's broadcast flip shift" in err
-    assert not (tmp_path / "out").exists()
+    assert err.count("\n") == 1 and "--flip-fill reference" in err
+    assert not (tmp_path / "refused").exists()
+    assert main([pth, str(tmp_path / "chosen"), "--flip-fill", "chosen"]) == 0
+    assert checkpoint.read_config(tmp_path / "chosen")["model"]["flip_fill"] == "chosen"

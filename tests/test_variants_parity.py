@@ -1,14 +1,17 @@
 """Parity of the generator variants with the official code (tests/fixtures/variant_*.npz,
 made by tools/make_variant_fixtures.py: res, res with BatchNorm, patch soft, res patch
-soft, face, the plain one with --add_mask2input 0 and with --use_spectral_norm_G 1), and the documented differences where the official code is wrong."""
+soft, face with our flip shift and with the official one, the plain one with
+--add_mask2input 0 and with --use_spectral_norm_G 1), and the documented differences
+where the official code is wrong."""
 
 import jax
 import numpy as np
 import pytest
 from conftest import IN_REPO_FIXTURES, assert_gradients_match, nhwc
 
-from shiftnet_jax.nets.flip_shift import flip_shift
+from shiftnet_jax.nets.flip_shift import flip_shift, official_flip_shift
 from shiftnet_jax.nets.soft_shift import soft_shift
+from tools.parity import OFFICIAL_FACE
 from tools.parity import VARIANT_CASES as CASES
 from tools.parity import expected_variant_gradients, load_variant, output_errors, rel
 from tools.parity import run_variant as run
@@ -73,8 +76,41 @@ def test_face_shift_copies_one_feature_per_hole_position_unlike_the_official():
     np.testing.assert_array_equal(picked, candidates[best])
 
 
+def test_official_face_shift_alone_matches_the_official_function():
+    """``InnerFaceShiftTripleFunction`` itself, forward and backward, on an asymmetric
+    hole that covers flat index 0 (the fixture's ``face_shift/*``): the broadcast sums,
+    the pairing of the k-th hole with the k-th flipped hole, the empty index 0 and the
+    gradient sent to the own encoder features at the flipped sources."""
+    z = np.load(IN_REPO_FIXTURES / "variant_face.npz")
+    x, flipped = nhwc(z["face_shift/input"]), nhwc(z["face_shift/flip_feat"])
+    hole = z["face_shift/hole"][None]
+    c = x.shape[-1] // 2
+    weight = float(z["face_shift/triple_weight"])
+
+    def layer(decoded, encoded):
+        shifted = official_flip_shift(decoded, encoded, flipped, hole, hole[:, :, ::-1],
+                                      triple_weight=weight)
+        return shifted
+
+    shifted, vjp = jax.vjp(layer, x[..., :c], x[..., c:])
+    official = nhwc(z["face_shift/output"])
+    assert rel(shifted, official[..., 2 * c:]) < 1e-6
+    assert len(np.unique(np.asarray(shifted)[hole].round(5), axis=0)) == 3   # own, flipped, none
+    assert not np.asarray(shifted)[0, 0, 0].any()
+    weights = nhwc(z["face_shift/weights"])
+    grad_decoded, grad_encoded = vjp(weights[..., 2 * c:])
+    official_grad = nhwc(z["face_shift/grad_input"])
+    # The layer's input passes to its first two thirds unchanged: their gradient is the
+    # weights' first two thirds; the shift adds to the encoded third only.
+    np.testing.assert_array_equal(official_grad[..., :c], weights[..., :c])
+    assert not np.asarray(grad_decoded).any()
+    assert rel(np.asarray(grad_encoded) + weights[..., c:2 * c], official_grad[..., c:]) < 1e-6
+
+
 def test_variant_fixtures_are_small():
     sizes = {p.name: p.stat().st_size for p in IN_REPO_FIXTURES.glob("variant_*")}
-    assert sorted(sizes) == sorted([f"variant_{c}.npz" for c in CASES]
+    assert sorted(sizes) == sorted([f"variant_{c}.npz" for c in CASES if c != OFFICIAL_FACE]
                                    + ["variant_res_batch_legacy.pth"])
+    # The face case holds its network twice (our flip shift, the official one) at 256x256.
+    assert sizes.pop("variant_face.npz") < 800_000
     assert max(sizes.values()) < 500_000

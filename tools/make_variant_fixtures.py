@@ -175,6 +175,51 @@ def sound_flip_shift(module, x, flip_feat):
     return torch.cat([former, latter, torch.stack(shifted)], dim=1)
 
 
+def official_network_case(net, x, x_flip, mask, weights, out_official):
+    """F1's other half: the official network with its own face shift, forward and
+    backward (``official_output_*`` as ``output_*``, ``official_grad/*``)."""
+    net.zero_grad()
+    _, flip_feat = net(x_flip)
+    out, _ = net(x, flip_feat)
+    assert torch.equal(out.detach(), out_official)
+    (out * weights).sum().backward()
+    arrays = {f"official_grad/{k}": p.grad.numpy().copy() for k, p in net.named_parameters()}
+    net.zero_grad()
+    output = out.detach().numpy()
+    rows = np.flatnonzero(mask[0, 0].numpy().any(axis=1))   # as the parity output's crop
+    lo, hi = int(rows[0]), int(rows[-1]) + 1
+    arrays["official_output_crop"] = output[:, :, lo:hi, lo:hi]
+    arrays["official_output_rows"] = (output * weights.numpy()).sum(axis=3)
+    arrays["official_output_cols"] = (output * weights.numpy()).sum(axis=2)
+    return arrays
+
+
+def official_face_shift_case(shift_layer, seed, c=4, size=12):
+    """The official ``InnerFaceShiftTripleFunction`` alone on random features and an
+    asymmetric hole that covers flat index 0, with one zero decoder feature in the hole
+    (the broadcast, the rank pairing of hole and flipped hole, the index-0 rule, NaN
+    cosines and the backward are all exercised): keys ``face_shift/*``."""
+    function = sys.modules[type(shift_layer).__module__].InnerFaceShiftTripleFunction
+    rng = np.random.default_rng(seed + 7)
+    hole = np.zeros((size, size), bool)
+    hole[0, 0] = True
+    hole[3:8, 1:5] = True
+    hole[9, 6:11] = True
+    flag = torch.from_numpy(hole.reshape(1, -1).astype(np.int64))
+    flag_flip = torch.from_numpy(hole[:, ::-1].reshape(1, -1).astype(np.int64))
+    x = torch.from_numpy(rng.standard_normal((1, 2 * c, size, size)).astype(np.float32))
+    flip_feat = torch.from_numpy(rng.standard_normal((1, c, size, size)).astype(np.float32))
+    weights = torch.from_numpy(rng.standard_normal((1, 3 * c, size, size)).astype(np.float32))
+    x[0, :c, 4, 2] = 0   # a zero query: its cosines are all NaN (the network case has zero keys)
+    x.requires_grad_()
+    out = function.apply(x, 1, 1, 0.5, flag, flag_flip, False, flip_feat)
+    (out * weights).sum().backward()
+    return {"face_shift/input": x.detach().numpy(), "face_shift/flip_feat": flip_feat.numpy(),
+            "face_shift/hole": hole, "face_shift/triple_weight": np.float32(0.5),
+            "face_shift/weights": weights.numpy(), "face_shift/output": out.detach().numpy(),
+            "face_shift/grad_input": x.grad.numpy()}
+
+
 def face_is_well_posed(shift_in, flip_feat, hole, min_gap):
     c = shift_in.shape[1] // 2
     for b in range(shift_in.shape[0]):
@@ -248,6 +293,8 @@ def run_case(name, spec, networks, rutil, TrainOptions, args, seed):
             out_official, _ = net(x, flip_feat)
         c = seen["official"].shape[1] // 3
         arrays["shifted_official"] = seen["official"][:, 2 * c:].numpy()
+        arrays.update(official_network_case(net, x, x_flip, mask, weights, out_official))
+        arrays.update(official_face_shift_case(shift_layer, seed))
         del out_official
         def replace(m, i, o):
             if i[1] is None:     # the flipped pass: only its encoder features are used

@@ -27,8 +27,11 @@ from shiftnet_jax.nets.generator import ShiftNetGenerator
 from shiftnet_jax.torchfile.state_dicts import densenet_from_torch_state_dict, from_torch_state_dict
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
-VARIANT_CASES = ("res", "res_batch", "patch_soft", "res_patch_soft", "face", "rgb_input",
-                 "spectral")
+VARIANT_CASES = ("res", "res_batch", "patch_soft", "res_patch_soft", "face", "face_official",
+                 "rgb_input", "spectral")
+# face_official: the face fixture's network run with the official face shift (flip_fill
+# "reference"): its outputs and gradients are the fixture's official_output_*, official_grad/*.
+OFFICIAL_FACE = "face_official"
 
 
 def nhwc(x):
@@ -56,10 +59,14 @@ def gradient_errors(got, want):
 @functools.cache
 def load_variant(name):
     """The fixture of one case, NHWC, with the model the converter builds for it."""
-    z = np.load(FIXTURES / f"variant_{name}.npz")
-    ref = {k: z[k] for k in z.files if not k.startswith(("state/", "grad/"))}
+    official = name == OFFICIAL_FACE
+    z = np.load(FIXTURES / f"variant_{'face' if official else name}.npz")
+    grad_prefix = "official_grad/" if official else "grad/"
+    ref = {k: z[k] for k in z.files if not k.startswith(("state/", "grad/", "official_grad/"))}
+    if official:
+        ref.update({k[len("official_"):]: ref.pop(k) for k in list(ref) if k.startswith("official_output")})
     state = {k[len("state/"):]: z[k] for k in z.files if k.startswith("state/")}
-    grad = {k[len("grad/"):]: z[k] for k in z.files if k.startswith("grad/")}
+    grad = {k[len(grad_prefix):]: z[k] for k in z.files if k.startswith(grad_prefix)}
     variant = str(z["meta_variant"])
     # The soft variants have the keys of the hard ones: the variant must be named.
     kwargs, variables = from_torch_state_dict(state, variant=variant)
@@ -67,6 +74,8 @@ def load_variant(name):
     kwargs.update(shift_sz=int(z["meta_shift_sz"]), mask_thred=int(z["meta_mask_thred"]),
                   fuse=bool(z["meta_fuse"]),
                   patch_order="reference" if "soft" in variant else "spatial")
+    if variant == "face":
+        kwargs["flip_fill"] = "reference" if official else "chosen"
     image = (z["input_gt_u8"] / 127.5 - 1).astype(np.float32)
     return dict(ref, kwargs=kwargs, variables=variables, state=state, grad=grad,
                 image=nhwc(image), hole=nhwc(z["mask"]).astype(np.float32),

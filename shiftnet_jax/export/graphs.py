@@ -76,6 +76,9 @@ def network_fn(model: ShiftNetGenerator, variables, *, sources: bool = False):
     if sources and (not model.use_shift or model.variant in SOFT):
         raise UserError(f"--sources: the {model.variant if model.use_shift else 'unet'} "
                         "generator has no hard shift, so no source positions to export")
+    if sources and model.variant == "face" and model.flip_fill == "reference":
+        raise UserError("--sources: the official face shift fills the hole with sums of "
+                        "sources, not one source per position (convert with --flip-fill chosen)")
 
     def fn(image, hole):
         output, features = model.apply(variables, image, hole, return_features=True)

@@ -129,7 +129,7 @@ class ShiftNetGenerator(ShiftOptions, nn.Module):
         results): "auto" (per backend), "lax", "subpixel", "taps", "im2col";
         see :mod:`shiftnet_jax.nets.conv`.
       variant, use_shift, triple_weight, shift_sz, mask_thred, fuse, stride,
-        patch_order: the shift level's options (keyword-only), declared once in
+        patch_order, flip_fill: the shift level's options (keyword-only), declared once in
         :class:`shiftnet_jax.nets.shift_level.ShiftOptions`. ``use_shift=False`` gives
         the same U-Net without the shift (the official ``unet_256``, the paper's
         ablation); its features are still returned for the guidance loss.

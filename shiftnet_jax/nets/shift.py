@@ -52,7 +52,7 @@ def _scores_dtype_and_precision(dtype):
     return jax.lax.Precision.DEFAULT
 
 
-def _normalised(encoded):
+def normalised(encoded):
     """Unit-normalise feature vectors along the last axis (zero stays zero)."""
     enc32 = encoded.astype(wide(encoded.dtype))
     norm = jnp.sqrt(jnp.sum(enc32 * enc32, axis=-1, keepdims=True))
@@ -131,7 +131,7 @@ def shift_indices(decoded, encoded, hole, *, tile=None):
     hole = _flatten(hole[..., None])[..., 0].astype(bool)
     known = ~hole
     queries = _flatten(decoded)
-    keys = _normalised(_flatten(encoded))
+    keys = normalised(_flatten(encoded))
     # Scaling a query row does not change its argmax, so the decoded features
     # need no normalisation (and a zero query stays harmless).
     n = queries.shape[1]

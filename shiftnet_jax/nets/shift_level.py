@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from shiftnet_jax.nets import soft_shift as soft
-from shiftnet_jax.nets.flip_shift import flip_shift
+from shiftnet_jax.nets.flip_shift import FLIP_FILLS, flip_shift, official_flip_shift
 from shiftnet_jax.nets.shift import shift
 
 VARIANTS = {
@@ -108,7 +108,10 @@ class ShiftOptions:
     scale through the hard shift; ``shift_sz``, ``mask_thred``, ``fuse``,
     ``stride``: the official options of those names; ``patch_order``: soft shift
     patches as the official code orders them ("reference") or as the method
-    describes ("spatial"); see :mod:`shiftnet_jax.nets.soft_shift`.
+    describes ("spatial"); see :mod:`shiftnet_jax.nets.soft_shift`; ``flip_fill``: the
+    face variant fills each hole position with the feature it "chose", or as the
+    official code computes it ("reference", a broadcast sum); see
+    :mod:`shiftnet_jax.nets.flip_shift`.
     """
 
     _: dataclasses.KW_ONLY
@@ -120,6 +123,7 @@ class ShiftOptions:
     fuse: bool = False
     stride: int = 1
     patch_order: str = "spatial"
+    flip_fill: str = "chosen"
 
     def check_shift_options(self, shift_layer: int = 3):
         """ValueError (one line) for options no variant runs (``shift_layer``: where the
@@ -134,6 +138,8 @@ class ShiftOptions:
             raise ValueError(f"mask_thred must be >= 0, got {self.mask_thred}")
         if self.patch_order not in soft.PATCH_ORDERS:
             raise ValueError(f"patch_order must be one of {soft.PATCH_ORDERS}, got {self.patch_order!r}")
+        if self.flip_fill not in FLIP_FILLS:
+            raise ValueError(f"flip_fill must be one of {FLIP_FILLS}, got {self.flip_fill!r}")
         if self.variant == "face" and shift_layer != 3:
             raise ValueError(f"the face variant shifts at shift_layer 3 (its 6x6 conv is "
                              f"there), got {shift_layer}")
@@ -185,7 +191,8 @@ class ShiftLevel(ShiftOptions, nn.Module):
                                       mask_thred=self.mask_thred, fuse=self.fuse,
                                       stride=self.stride, patch_order=self.patch_order)
         elif self.variant == "face":
-            shifted = flip_shift(decoded, encoded, flipped,
+            fill = official_flip_shift if self.flip_fill == "reference" else flip_shift
+            shifted = fill(decoded, encoded, flipped,
                                  shift_hole(hole, self.shift_sz, self.mask_thred),
                                  shift_hole(flipped_hole, self.shift_sz, self.mask_thred),
                                  triple_weight=self.triple_weight, tile=self.shift_tile)

@@ -48,7 +48,8 @@ def official_options(config) -> dict:
     """The official options a config stands for (ConfigError when it has none)."""
     m, d, loss, optim = config.model, config.discriminator, config.loss, config.optim
     if m.variant not in VARIANTS or m.variant == "face":
-        raise ConfigError(f"compat 'official' does not reproduce model.variant {m.variant!r} yet")
+        raise ConfigError(f"compat 'official' does not reproduce the training of model.variant "
+                          f"{m.variant!r} yet")
     if d.kind != "patchgan":
         raise ConfigError("compat 'official' needs discriminator.kind 'patchgan' (the official basic D)")
     if loss.gan not in official_step.options.GAN_TYPES:

@@ -60,7 +60,8 @@ def resolve(options: Mapping | None = None) -> dict:
                          f"(known: {', '.join(sorted(DEFAULTS))})")
     opts = {**DEFAULTS, **options}
     _choice(opts, "which_model_netG", NETG,
-            " here (face_unet_shift_triple: its broadcast flip shift is not reproduced yet)")
+            " here (face_unet_shift_triple: its training step, with the flipped pass, is not "
+            "reproduced yet; its forward is: convert --compat official)")
     _choice(opts, "which_model_netD", NETD, " here (densenet: not reproduced yet)")
     _choice(opts, "gan_type", GAN_TYPES, " by the official ShiftNetModel")
     _choice(opts, "norm", ("instance", "batch"))
