@@ -29,7 +29,7 @@ from shiftnet_jax import official
 from shiftnet_jax.train import official_options
 
 COMMON = np.load(IN_REPO_FIXTURES / "trajectory_common.npz")
-SETTINGS = ("paper", "rect_lsgan", "wgan_gp", "batch_norm")
+SETTINGS = ("paper", "rect_lsgan", "wgan_gp", "batch_norm", "res")
 SETTINGS = tuple(s for s in SETTINGS if (IN_REPO_FIXTURES / f"trajectory_{s}.npz").exists())
 LOSSES = ("G_GAN", "G_L1", "D", "style", "content", "tv", "G_L1_m")
 # Beyond step 1's losses: our distance to the official run may be this many times the
@@ -58,7 +58,10 @@ def images(steps, batch):
 def fixture(setting):
     z = np.load(IN_REPO_FIXTURES / f"trajectory_{setting}.npz")
     g_names = [k[len("g_step1/"):] for k in z.files if k.startswith("g_step1/")]
-    g0 = {n: _bf16(COMMON[f"g_init/{n}"]) if f"g_init/{n}" in COMMON.files
+    # Initial G: the setting's own tensors (shapes of its variant), else the common ones,
+    # else (buffers) the setting's.
+    g0 = {n: _bf16(z[f"g_init_own/{n}"]) if f"g_init_own/{n}" in z.files
+          else _bf16(COMMON[f"g_init/{n}"]) if f"g_init/{n}" in COMMON.files
           else z[f"g_init_buffers/{n}"] for n in g_names}
     d0 = {k[len("d_init/"):]: z[k] for k in z.files if k.startswith("d_init/")}
     return z, g0, d0

@@ -46,6 +46,11 @@ feature vectors) is rejected and the next one tried.
 Writes ``trajectory_common.npz`` (images, initial weights, VGG16), one
 ``trajectory_<setting>.npz`` per setting (keys in ``tests/fixtures/README.md``) and
 ``vgg16_narrow.pth``, that VGG16 as a torchvision state dict file.
+
+``--settings res --reuse-common`` adds a setting to existing fixtures: the initial G
+weights already in ``--out``'s ``trajectory_common.npz`` are kept (its images and VGG16
+must be the ones this seed draws), only the new setting's new tensors are drawn, and
+the common file is rewritten with them added.
 """
 
 from __future__ import annotations
@@ -73,8 +78,11 @@ SETTINGS = {
     "rect_lsgan": dict(gan_type="lsgan", mask_type="random", mask_sub_type="rect", tv_weight=0.1),
     "wgan_gp": dict(gan_type="wgan_gp"),
     "batch_norm": dict(norm="batch"),
-    # No variant: the official res_unet_shift_triple cannot be built as it is (a353431:
-    # InnerResShiftTriple.__init__() got an unexpected keyword argument 'device').
+    # The official res_unet_shift_triple cannot be built as it is (a353431:
+    # InnerResShiftTriple.__init__() got an unexpected keyword argument 'device'), nor
+    # given a mask: the least patches that let it run, P1 and P3 of
+    # make_variant_fixtures.py, are made at run time (no file of the checkout changes).
+    "res": dict(which_model_netG="res_unet_shift_triple"),
 }
 SNAPSHOTS = (1, 2, 5, 10)
 SUBSET = 16          # after step 1, G is stored at every 16th element of each tensor
@@ -163,12 +171,18 @@ def build_model(ShiftNetModel, opt, vgg):
     return model
 
 
-def initial_state(net, shared, rng):
-    """``net``'s state dict with every parameter from ``shared`` (drawn on first use)."""
+def initial_state(net, shared, rng, own=None):
+    """``net``'s state dict with every parameter from ``shared`` (drawn on first use); a
+    parameter whose name is shared with another shape (the res generator's up conv after
+    the shift reads 2C channels, not 3C) is drawn for this net alone, into ``own``."""
     state = {k: v.detach().clone().numpy() for k, v in net.state_dict().items()}
     for name, _ in net.named_parameters():
         if name not in shared:
             shared[name] = initial_value(name, state[name].shape, rng)
+        if shared[name].shape != state[name].shape:
+            own[name] = initial_value(name, state[name].shape, rng)
+            state[name] = own[name]
+            continue
         state[name] = shared[name]
     return state
 
@@ -314,8 +328,12 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--commit", default=None,
                    help="the official commit, recorded when --ref is not a git checkout")
+    p.add_argument("--reuse-common", action="store_true",
+                   help="keep the initial G of --out's trajectory_common.npz (adding a setting)")
     args = p.parse_args()
     _, ShiftNetModel, TrainOptions, commit = load_reference(args.ref)
+    from make_variant_fixtures import patch_reference   # P1, P3: the res generator runs
+    patch_reference()
     commit = commit or args.commit
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(args.seed)
@@ -323,6 +341,16 @@ def main():
     images = (batches(images_u8, args.steps, args.batch) / 127.5 - 1).astype(np.float32)
     vgg = narrow_vgg16(rng)
     shared_g, shared_d = {}, {}
+    common_path = os.path.join(args.out, "trajectory_common.npz")
+    if args.reuse_common:
+        old = np.load(common_path)
+        same = np.array_equal(old["images_u8"], images_u8) and all(
+            np.array_equal(old[f"vgg/features.{k}"], v.numpy())
+            for k, v in vgg.features.state_dict().items())
+        if not same:
+            sys.exit(f"{common_path}: its images or VGG16 are not this seed's")
+        shared_g = {k[len("g_init/"):]: (old[k].astype(np.uint32) << 16).view(np.float32)
+                    for k in old.files if k.startswith("g_init/")}
     common = {"images_u8": images_u8,
               "meta_commit": np.str_(commit or "unknown"), "meta_torch": np.str_(torch.__version__),
               "meta_ngf": np.int64(args.ngf), "meta_ndf": np.int64(args.ndf),
@@ -338,7 +366,8 @@ def main():
             seed = args.seed + attempt
             torch.manual_seed(seed)
             model = build_model(ShiftNetModel, opt, vgg)
-            g0 = initial_state(model.netG, shared_g, rng)
+            own_g = {}
+            g0 = initial_state(model.netG, shared_g, rng, own_g)
             d0 = initial_state(model.netD, shared_d, rng)
             result1 = run(ShiftNetModel, opt, vgg, g0, d0, images, seed, 1, args.steps)
             if finite(result1[0], result1[1]):
@@ -369,6 +398,8 @@ def main():
         for name in g0:   # buffers of the initial G (BatchNorm's running statistics)
             if name not in shared_g:
                 arrays[f"g_init_buffers/{name}"] = g0[name]
+        for name, value in own_g.items():   # this setting's own shapes (bfloat16 values)
+            arrays[f"g_init_own/{name}"] = to_bf16_bits(value)
         path = os.path.join(args.out, f"trajectory_{setting}.npz")
         np.savez_compressed(path, **arrays)
         print(f"{setting}: seed {seed}, wrote {path} ({os.path.getsize(path)} bytes); "
@@ -376,7 +407,7 @@ def main():
               + "; float32 spread of G after step 1 " + f"{arrays['spread_f32/g_max_rel/1']:.3g}")
     for name, value in shared_g.items():
         common[f"g_init/{name}"] = to_bf16_bits(value)
-    path = os.path.join(args.out, "trajectory_common.npz")
+    path = common_path
     np.savez_compressed(path, **common)
     print(f"wrote {path} ({os.path.getsize(path)} bytes); commit {commit}, torch {torch.__version__}")
 
