@@ -7,7 +7,7 @@ A checkpoint directory (a training workdir, or what ``convert`` writes) holds::
     checkpoints/<step>/  Orbax checkpoints; ``state["generator"]`` are the
                          generator's variables ({"params", ["batch_stats"]})
 
-or, for a small model shipped in a repository (:func:`export_compact`),
+or, for a small model shipped in a repository (``saving.export_compact``),
 ``generator_f16.npz`` instead of ``checkpoints/``: the generator's variables
 in float16, restored to float32 on loading. :data:`BUNDLED_MODEL` is the one
 that ships with this package. With a size limit per file (``max_file_bytes``)
@@ -17,7 +17,8 @@ array larger than a file's share is cut into pieces of its flattened values
 
 Orbax writes each step to a temporary directory and renames it when complete,
 so a partly written checkpoint is never picked up; writing (the manager, ``config.json``,
-saves that fail in one line on a full disk) is in :mod:`shiftnet_jax.saving`.
+saves that fail in one line on a full disk, the generator-only and compact bundles) is in
+:mod:`shiftnet_jax.saving`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import re
 import stat
 import zipfile
@@ -36,15 +36,22 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from shiftnet_jax import config as configlib
+from shiftnet_jax import saved_config
+from shiftnet_jax.config import ConfigError
 from shiftnet_jax.errors import UserError, escaped, first_line, quote
 from shiftnet_jax.nets.generator import ShiftNetGenerator
-# Writing checkpoints, re-exported: the loop, convert and the tools call them from here.
+# Writing checkpoints and bundles, re-exported: the loop, convert and the tools call them
+# from here.
 from shiftnet_jax.saving import (  # noqa: F401
     CHECKPOINTS,
+    COMPACT,
     CONFIG_FILE,
+    SHARD,
+    SHARD_PATTERN,
     CheckpointWriteError,
     background_errors_held,
+    export_compact,
+    export_generator,
     finish,
     manager,
     restore,
@@ -54,12 +61,6 @@ from shiftnet_jax.saving import (  # noqa: F401
 from shiftnet_jax.torchfile.archive import check_zip_directory
 from shiftnet_jax.torchfile.limits import CheckpointError
 
-COMPACT = "generator_f16.npz"
-SHARD = "generator_f16-{index:05d}-of-{count:05d}.npz"
-SHARD_PATTERN = re.compile(r"generator_f16-(\d{5})-of-(\d{5})\.npz")
-# What a shard may hold beside its arrays' bytes: zip and .npy headers per entry,
-# and deflate's worst-case growth of incompressible data (well under 1 %).
-_ENTRY_OVERHEAD, _DEFLATE_MARGIN = 512, 0.01
 BUNDLED_MODEL = Path(__file__).resolve().parent / "pretrained" / "demo"
 
 
@@ -110,96 +111,19 @@ def read_json(path, what: str, max_bytes: int = MAX_METADATA_BYTES, max_depth: i
 
 def read_config(ckpt_dir) -> dict:
     """``config.json`` of a checkpoint directory, checked by the rules of ``--config``
-    (:func:`shiftnet_jax.config.check_saved`) before anything is built from it."""
+    (:func:`shiftnet_jax.saved_config.check_saved`) before anything is built from it."""
     path = Path(ckpt_dir) / CONFIG_FILE
     if not Path(ckpt_dir).is_dir():
         raise NotACheckpointError(f"{escaped(ckpt_dir)}: no such directory")
     if not path.is_file():
         raise NotACheckpointError(f"{escaped(ckpt_dir)}: not a checkpoint directory (no {CONFIG_FILE}; "
                                   "expected a training workdir or a convert output)")
-    raw = read_json(path, "config", MAX_CONFIG_BYTES, configlib.MAX_SAVED_DEPTH)
+    raw = read_json(path, "config", MAX_CONFIG_BYTES, saved_config.MAX_SAVED_DEPTH)
     try:
-        configlib.check_saved(raw, where=escaped(path))
-    except configlib.ConfigError as e:
+        saved_config.check_saved(raw, where=escaped(path))
+    except ConfigError as e:
         raise NotACheckpointError(str(e)) from None
     return raw
-
-
-def export_generator(out_dir, model_kwargs: dict, variables, *, config: dict | None = None,
-                     source: str | None = None):
-    """Write a generator-only checkpoint (step 0) that ``load_generator`` reads.
-
-    Refuses to write into a directory that already holds a checkpoint, so an
-    existing one is never overwritten.
-    """
-    out_dir = Path(out_dir)
-    if (out_dir / CONFIG_FILE).exists() or (out_dir / CHECKPOINTS).exists():
-        raise ValueError(f"{out_dir}: already holds a checkpoint; choose a new directory")
-    config = dict(config or {})
-    config["model"] = dict(model_kwargs)
-    if source:
-        config["source"] = source
-    mngr = manager(out_dir)
-    with background_errors_held():
-        save(mngr, 0, {"generator": variables})
-        finish(mngr, 0)
-    mngr.close()
-    write_config(out_dir, config)
-
-
-def export_compact(out_dir, model_kwargs: dict, variables, *, config: dict | None = None,
-                   max_file_bytes: int | None = None):
-    """Write ``config.json`` + the generator's variables as float16 (half the bytes of
-    float32; :func:`load_generator` restores float32): one ``generator_f16.npz``, or
-    with ``max_file_bytes`` as many ``generator_f16-*-of-*.npz`` files as it takes for
-    each to stay within that size. Returns the paths of the array files."""
-    out_dir = Path(out_dir)
-    if (out_dir / CONFIG_FILE).exists():
-        raise ValueError(f"{out_dir}: already holds a checkpoint; choose a new directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(leaf, np.float16)
-            for path, leaf in _leaves_with_path(variables)}
-    groups = [flat] if max_file_bytes is None else _shard(flat, max_file_bytes)
-    paths = []
-    for index, arrays in enumerate(groups):
-        name = COMPACT if max_file_bytes is None else SHARD.format(index=index, count=len(groups))
-        tmp = out_dir / (name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        if max_file_bytes is not None and tmp.stat().st_size > max_file_bytes:
-            raise RuntimeError(f"{name}: {tmp.stat().st_size} bytes > {max_file_bytes}")
-        os.replace(tmp, out_dir / name)
-        paths.append(out_dir / name)
-    write_config(out_dir, {**(config or {}), "model": dict(model_kwargs)})
-    return paths
-
-
-def _shard(flat: dict, max_file_bytes: int) -> list[dict]:
-    """Arrays -> groups of entries whose file stays within ``max_file_bytes``; arrays
-    larger than a file's share are cut into pieces of their flattened values."""
-    budget = int(max_file_bytes * (1 - _DEFLATE_MARGIN)) - 2 * _ENTRY_OVERHEAD
-    if budget < 8 * _ENTRY_OVERHEAD:
-        raise ValueError(f"max_file_bytes {max_file_bytes} is too small for a shard "
-                         f"(at least {int(10 * _ENTRY_OVERHEAD / (1 - _DEFLATE_MARGIN)) + 1})")
-    entries = []
-    for name, array in flat.items():
-        if array.nbytes + _ENTRY_OVERHEAD <= budget:
-            entries.append((name, array))
-            continue
-        values = array.ravel()
-        step = (budget - _ENTRY_OVERHEAD) // array.itemsize
-        count = -(-values.size // step)
-        entries.append((f"{name}::shape", np.asarray(array.shape, np.int64)))
-        entries += [(f"{name}::part{k}of{count}", values[k * step:(k + 1) * step])
-                    for k in range(count)]
-    groups, size = [{}], 0
-    for name, array in entries:
-        need = array.nbytes + _ENTRY_OVERHEAD
-        if groups[-1] and size + need > budget:
-            groups.append({})
-            size = 0
-        groups[-1][name] = array
-        size += need
-    return groups
 
 
 def _leaves_with_path(tree):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
-import math
 import os
 from pathlib import Path
 
@@ -137,7 +136,7 @@ def field_paths(config, prefix: str = "") -> list[str]:
     return paths
 
 
-def _suggest(key: str, paths: list[str]) -> str:
+def suggest(key: str, paths: list[str]) -> str:
     """' (did you mean a or b?)' for the fields nearest to ``key``, or ''."""
     leaf = key.rpartition(".")[2]
     near = difflib.get_close_matches(key, paths, n=3, cutoff=0.6)
@@ -206,7 +205,7 @@ def apply_override(config, key: str, text: str):
     node, parts = config, key.split(".")
     for i, part in enumerate(parts):
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            raise ConfigError(f"unknown config field {key!r}{_suggest(key, paths)}")
+            raise ConfigError(f"unknown config field {key!r}{suggest(key, paths)}")
         if i < len(parts) - 1:
             node = node[part]
     current = node[parts[-1]]
@@ -367,87 +366,3 @@ def validate(config, check_paths: bool = True):
     except ValueError as e:
         raise ConfigError(f"config field 'data.mask': {first_line(e)}") from None
     return config
-
-
-# ---------------------------------------------------- a checkpoint's config.json
-MAX_SAVED_DEPTH = 4       # groups in groups: {"model": {...}} is 2, a list in a group 3
-MAX_SAVED_TEXT = 4096     # characters of one text value
-EXTRA_MODEL_FIELDS = ("shift_tile",)   # generator arguments that are not training fields
-
-
-def _saved_value(key: str, value, default):
-    """``value`` (from JSON) checked against the type of ``default``; returns it as that type."""
-    def bad(kind):
-        return ConfigError(f"config field {key!r} takes {kind}, got {_short(value)}")
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise bad("a finite number")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str) or len(value) > MAX_SAVED_TEXT:
-            raise bad(f"text (at most {MAX_SAVED_TEXT} characters)")
-        return value
-    if isinstance(default, (tuple, list)):
-        if not isinstance(value, (list, tuple)) or len(value) > 64 or not all(
-                isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
-            raise bad("a list of at most 64 numbers or texts")
-        return tuple(value)
-    raise bad(type(default).__name__)
-
-
-def _short(value) -> str:
-    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def check_saved(raw, where: str = "config.json") -> ml_collections.ConfigDict:
-    """A checkpoint's config (parsed JSON, from a stranger) checked by the rules of ``--config``:
-    a dict; the groups and fields of :func:`default_config` only (with ``model.shift_tile``),
-    each of its default's type; then :func:`validate` without the paths. Top-level fields
-    that are not training fields (``step``, ``source``, ``trained_steps``...) must be plain
-    values. Returns the merged config; raises :class:`ConfigError` naming ``where``."""
-    try:
-        return _check_saved(raw)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-
-
-def _check_saved(raw) -> ml_collections.ConfigDict:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"must be a JSON object, got {type(raw).__name__}")
-    config = default_config()
-    paths = field_paths(config)
-    for group, value in raw.items():
-        if not isinstance(group, str) or group not in config:
-            if isinstance(value, (dict, list)):
-                raise ConfigError(f"unknown config group {_short(group)}{_suggest(str(group), paths)}")
-            if isinstance(value, str) and len(value) > MAX_SAVED_TEXT:
-                raise ConfigError(f"field {_short(group)} is longer than {MAX_SAVED_TEXT} characters")
-            continue  # metadata beside the config (step, source, trained_steps...)
-        default = config[group]
-        if not isinstance(default, ml_collections.ConfigDict):
-            config[group] = _saved_value(group, value, default)
-            continue
-        if not isinstance(value, dict):
-            raise ConfigError(f"config group {group!r} must be a JSON object, got {_short(value)}")
-        for key, item in value.items():
-            dotted = f"{group}.{key}"
-            if group == "model" and key in EXTRA_MODEL_FIELDS:
-                if item is not None and (isinstance(item, bool) or not isinstance(item, int) or item < 1):
-                    raise ConfigError(f"config field {dotted!r} takes an integer >= 1 or null, "
-                                      f"got {_short(item)}")
-                continue
-            if key not in default:
-                raise ConfigError(f"unknown config field {_short(dotted)}{_suggest(dotted, paths)}")
-            if isinstance(default[key], ml_collections.ConfigDict):
-                raise ConfigError(f"config field {dotted!r} is not a group")
-            default[key] = _saved_value(dotted, item, default[key])
-    return validate(config, check_paths=False)

@@ -1,4 +1,6 @@
-"""Writing checkpoints: the Orbax manager, ``config.json``, and saves that fail in one line.
+"""Writing checkpoints: the Orbax manager, ``config.json``, saves that fail in one line, and
+the generator-only bundles (``export_generator``: an Orbax step 0; ``export_compact``: float16
+``.npz`` files, split at a size per file) that ``checkpoint.load_generator`` reads.
 
 Orbax writes each step into a temporary folder from background threads and renames it
 when complete. On a full disk those threads log a traceback each; here the free space
@@ -13,6 +15,8 @@ import contextlib
 import json
 import logging
 import math
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -24,6 +28,12 @@ from shiftnet_jax.errors import UserError, escaped, first_line, write_atomically
 
 CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
+COMPACT = "generator_f16.npz"
+SHARD = "generator_f16-{index:05d}-of-{count:05d}.npz"
+SHARD_PATTERN = re.compile(r"generator_f16-(\d{5})-of-(\d{5})\.npz")
+# What a shard may hold beside its arrays' bytes: zip and .npy headers per entry,
+# and deflate's worst-case growth of incompressible data (well under 1 %).
+_ENTRY_OVERHEAD, _DEFLATE_MARGIN = 512, 0.01
 
 
 def manager(workdir, *, max_to_keep: int | None = None, create: bool = True):
@@ -154,3 +164,81 @@ def restore(mngr, step: int | None = None, target=None):
     if step is None:
         return None, None
     return step, mngr.restore(step, args=ocp.args.StandardRestore(target))
+
+
+# ------------------------------------------ generator-only and compact bundles
+def export_generator(out_dir, model_kwargs: dict, variables, *, config: dict | None = None,
+                     source: str | None = None):
+    """Write a generator-only checkpoint (step 0) that ``load_generator`` reads.
+
+    Refuses to write into a directory that already holds a checkpoint, so an
+    existing one is never overwritten.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / CONFIG_FILE).exists() or (out_dir / CHECKPOINTS).exists():
+        raise ValueError(f"{out_dir}: already holds a checkpoint; choose a new directory")
+    config = dict(config or {})
+    config["model"] = dict(model_kwargs)
+    if source:
+        config["source"] = source
+    mngr = manager(out_dir)
+    with background_errors_held():
+        save(mngr, 0, {"generator": variables})
+        finish(mngr, 0)
+    mngr.close()
+    write_config(out_dir, config)
+
+
+def export_compact(out_dir, model_kwargs: dict, variables, *, config: dict | None = None,
+                   max_file_bytes: int | None = None):
+    """Write ``config.json`` + the generator's variables as float16 (half the bytes of
+    float32; :func:`load_generator` restores float32): one ``generator_f16.npz``, or
+    with ``max_file_bytes`` as many ``generator_f16-*-of-*.npz`` files as it takes for
+    each to stay within that size. Returns the paths of the array files."""
+    out_dir = Path(out_dir)
+    if (out_dir / CONFIG_FILE).exists():
+        raise ValueError(f"{out_dir}: already holds a checkpoint; choose a new directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(leaf, np.float16)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(variables)}
+    groups = [flat] if max_file_bytes is None else _shard(flat, max_file_bytes)
+    paths = []
+    for index, arrays in enumerate(groups):
+        name = COMPACT if max_file_bytes is None else SHARD.format(index=index, count=len(groups))
+        tmp = out_dir / (name + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        if max_file_bytes is not None and tmp.stat().st_size > max_file_bytes:
+            raise RuntimeError(f"{name}: {tmp.stat().st_size} bytes > {max_file_bytes}")
+        os.replace(tmp, out_dir / name)
+        paths.append(out_dir / name)
+    write_config(out_dir, {**(config or {}), "model": dict(model_kwargs)})
+    return paths
+
+
+def _shard(flat: dict, max_file_bytes: int) -> list[dict]:
+    """Arrays -> groups of entries whose file stays within ``max_file_bytes``; arrays
+    larger than a file's share are cut into pieces of their flattened values."""
+    budget = int(max_file_bytes * (1 - _DEFLATE_MARGIN)) - 2 * _ENTRY_OVERHEAD
+    if budget < 8 * _ENTRY_OVERHEAD:
+        raise ValueError(f"max_file_bytes {max_file_bytes} is too small for a shard "
+                         f"(at least {int(10 * _ENTRY_OVERHEAD / (1 - _DEFLATE_MARGIN)) + 1})")
+    entries = []
+    for name, array in flat.items():
+        if array.nbytes + _ENTRY_OVERHEAD <= budget:
+            entries.append((name, array))
+            continue
+        values = array.ravel()
+        step = (budget - _ENTRY_OVERHEAD) // array.itemsize
+        count = -(-values.size // step)
+        entries.append((f"{name}::shape", np.asarray(array.shape, np.int64)))
+        entries += [(f"{name}::part{k}of{count}", values[k * step:(k + 1) * step])
+                    for k in range(count)]
+    groups, size = [{}], 0
+    for name, array in entries:
+        need = array.nbytes + _ENTRY_OVERHEAD
+        if groups[-1] and size + need > budget:
+            groups.append({})
+            size = 0
+        groups[-1][name] = array
+        size += need
+    return groups
