@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage import data as skdata
 
-from shiftnet_jax.inference import framing, inpaint
+from shiftnet_jax.inference import flow_view, framing, inpaint
 from shiftnet_jax.nets.generator import ShiftNetGenerator
 
 PHOTO = skdata.coffee()  # a real photo shipped with scikit-image, 400x600
@@ -102,7 +102,7 @@ def test_every_strategy_keeps_known_pixels_and_fills_every_hole(tiny, strategy):
     np.testing.assert_array_equal(out[~mask], image[~mask])
     assert (out[20:40, 30:60] != image[20:40, 30:60]).any()
     assert (out[150:190, 200:280] != image[150:190, 200:280]).any()
-    assert flow.shape == (200 + inpaint.flow_legend(300).shape[0], 300, 3)
+    assert flow.shape == (200 + flow_view.flow_legend(300).shape[0], 300, 3)
     expected = {"crop": "2 windows", "resize": "1 window, 300x200 at (0, 0) -> 64x32",
                 "original": "1 window, 300x200 at (0, 0) -> 320x224"}[strategy]
     assert lines == [lines[0]] and lines[0].startswith(f"strategy {strategy}: ") and expected in lines[0]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from shiftnet_jax import checkpoint
-from shiftnet_jax.inference import framing, inpaint, predict
+from shiftnet_jax.inference import flow_view, framing, inpaint, predict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def test_folder_convention_exact_paste_flow_and_bad_files(tiny, tmp_path):
         np.testing.assert_array_equal(got[~hole], a[~hole])       # bit for bit outside
         assert (got[hole] != a[hole]).any()
     flow = np.asarray(Image.open(out / "a_mask_flow.png"))
-    legend = inpaint.flow_legend(a.shape[1])
+    legend = flow_view.flow_legend(a.shape[1])
     assert flow.shape == (a.shape[0] + legend.shape[0], *a.shape[1:])
     np.testing.assert_array_equal(flow[a.shape[0]:], legend)    # the colour legend below
     # The output folder must not be the input folder (outputs are named like masks).
@@ -198,8 +198,8 @@ def test_flow_image_colours_hole_positions_by_their_source():
     hole[1, 1] = True
     index = np.array([0, 0, 0, 1])  # position 3 (bottom right) copied from position 1 (top right)
     valid = hole.ravel()
-    flow = inpaint.flow_image(image, hole, index, valid)
-    top_right = np.rint(255 * inpaint.position_colour(np.float64(0), np.float64(1)))
+    flow = flow_view.flow_image(image, hole, index, valid)
+    top_right = np.rint(255 * flow_view.position_colour(np.float64(0), np.float64(1)))
     np.testing.assert_array_equal(flow[6, 6], top_right)                      # source's colour
     grey = 100 / 255
     np.testing.assert_array_equal(flow[0, 6], np.rint(255 * (0.5 * top_right / 255 + 0.5 * grey)))
@@ -221,7 +221,7 @@ def test_reference_checkpoint_inpaints_a_photo(fixtures_dir, tmp_path, capsys):
     out = np.asarray(Image.open(tmp_path / "out.png"))
     np.testing.assert_array_equal(out[~mask], image[~mask])
     assert (out[mask] != image[mask]).any()
-    assert Image.open(tmp_path / "out_flow.png").size == (451, 300 + inpaint.flow_legend(451).shape[0])
+    assert Image.open(tmp_path / "out_flow.png").size == (451, 300 + flow_view.flow_legend(451).shape[0])
 
 
 @settings(max_examples=40, deadline=None)

@@ -16,7 +16,7 @@ import pytest
 
 from shiftnet_jax import checkpoint
 from shiftnet_jax.data import image_io
-from shiftnet_jax.inference import inpaint
+from shiftnet_jax.inference import flow_view, inpaint
 from shiftnet_jax.studio import engine as eng
 from shiftnet_jax.studio import server
 
@@ -127,7 +127,7 @@ def test_flow_is_the_shift_of_inpaint_flow(client, models):
         sy, sx = p["source"]
         assert not view["hole"][sy, sx]                          # copied from a known position
         cy, cx = int((p["y"] + 0.5) * 15), int((p["x"] + 0.5) * 20)  # the cell's centre pixel
-        colour = np.rint(255 * inpaint.position_colour(np.float64(sy / 7), np.float64(sx / 7)))
+        colour = np.rint(255 * flow_view.position_colour(np.float64(sy / 7), np.float64(sx / 7)))
         np.testing.assert_array_equal(flow_png[cy, cx], colour)
     # Rows 34:80 of 120 are rows 18:43 of the 64 working rows. With the reference's nearest
     # rule a cell is a hole if its top-left working pixel is: cell row 2 (rows 16:24, 6 of 8
