@@ -62,7 +62,8 @@ def _base_overrides(args) -> list[tuple[str, str]]:
          ("data.crop_size", str(args.size)), ("data.load_size", str(args.size)),
          ("batch_size", str(args.batch_size)), ("num_steps", str(args.steps)),
          ("eval_every", "0"), ("sample_every", "0"), ("checkpoint_every", str(args.steps)),
-         ("log_every", str(max(1, args.steps // 10))), ("eval_batches", "1"), ("data.num_workers", "1")]
+         # eval_batches 0: no scoring inside the run; the figure scores each with eval.py's library.
+         ("log_every", str(max(1, args.steps // 10))), ("eval_batches", "0"), ("data.num_workers", "1")]
     return o + ([("data.dir", args.photos)] if args.photos else [])
 
 
@@ -103,7 +104,14 @@ def fig7(args):
 
 
 def fig8(args):
-    rows = [_train_and_score(args, f"lambda_g {g}", [("loss.guidance", g)]) for g in LAMBDAS]
+    lambdas = [g.strip() for g in args.lambdas.split(",") if g.strip()]
+    for g in lambdas:
+        try:
+            if not float(g) >= 0:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"--lambdas: {g!r} is not a number >= 0") from None
+    rows = [_train_and_score(args, f"lambda_g {g}", [("loss.guidance", g)]) for g in lambdas]
     return _quality_table(rows), [r["sample"] for r in rows], [r["name"] for r in rows]
 
 
@@ -276,6 +284,8 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default="runs/paper")
     p.add_argument("--figures", default="docs/results/paper")
     p.add_argument("--results", default="RESULTS.md")
+    p.add_argument("--lambdas", default=",".join(LAMBDAS),
+                   help="fig 8: the guidance weights to train, comma-separated (default %(default)s)")
     p.add_argument("--tiny", action="store_true", help="the test suite's size: seconds")
     args = p.parse_args(argv)
     if args.tiny:
