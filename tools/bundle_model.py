@@ -55,9 +55,12 @@ def main(argv=None) -> int:
     shipped, shipped_variables, _ = checkpoint.load_generator(tmp)
     image, hole = reference_input(config["data"]["crop_size"])
     output = np.asarray(forward(shipped, shipped_variables, image, hole).output)
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
     if out.exists():
-        shutil.rmtree(out)
+        out.rename(old)   # kept until the new bundle is in place
     tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
     np.savez_compressed(REFERENCE, output=output)
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 2**20:.1f} MB" for p in paths)
     print(f"wrote {out} (step {config['step']}: {sizes}) and {REFERENCE.relative_to(ROOT)}")
