@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
     np.savez_compressed(REFERENCE, output=output)
-    sizes = ", ".join(f"{p.name} {p.stat().st_size / 2**20:.1f} MB" for p in paths)
+    sizes = ", ".join(f"{p.name} {(out / p.name).stat().st_size / 2**20:.1f} MB" for p in paths)
     print(f"wrote {out} (step {config['step']}: {sizes}) and {REFERENCE.relative_to(ROOT)}")
     print(json.dumps(config["model"]))
     return 0
