@@ -19,6 +19,7 @@ from skimage import data as skdata
 from shiftnet_jax import checkpoint
 from shiftnet_jax.convert import main as convert_main
 from shiftnet_jax.data.mask_shapes import center_mask, stroke_mask
+from shiftnet_jax.errors import UserError
 from shiftnet_jax.export import __main__ as cli
 from shiftnet_jax.export import export_generator, graphs, stablehlo
 from shiftnet_jax.inference.inpaint import inpaint_batch
@@ -43,7 +44,7 @@ VARIANTS = {
     "res_patch_soft": (dict(variant="res_patch_soft", shift_sz=3, mask_thred=2,
                             patch_order="reference"),
                        ["--variant", "res_patch_soft", "--shift-sz", "3", "--mask-thred", "2"]),
-    "face": (dict(variant="face", num_downs=8), []),
+    "face": (dict(variant="face", num_downs=8), ["--flip-fill", "chosen"]),   # sources: one per position
 }
 HARD = ("bundled", "shift", "res", "face")
 
@@ -157,6 +158,15 @@ def test_onnx_and_stablehlo_equal_the_jax_forward(exported, name, source):
             assert_same_sources_except_ties(model, variables, image, hole, reference[1], got[1])
         else:
             assert rel(got[0], reference) <= TOLERANCE
+
+
+def test_onnx_refuses_the_official_face_shift_in_one_line(tmp_path):
+    """convert's default for face checkpoints (flip_fill reference) has no ONNX graph yet
+    (jax2onnx fails on it); StableHLO takes it."""
+    model = ShiftNetGenerator(ngf=4, num_downs=8, variant="face", flip_fill="reference")
+    with pytest.raises(UserError, match="does not export to ONNX yet; use --format stablehlo") as e:
+        export_generator(model, {}, "onnx", tmp_path / "face.onnx", size=256)
+    assert "\n" not in str(e.value) and not (tmp_path / "face.onnx").exists()
 
 
 def test_the_batch_axis_is_dynamic(exported):

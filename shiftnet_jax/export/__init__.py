@@ -62,6 +62,9 @@ def export_generator(model, variables, fmt: str, out_path, *, size, pipeline: bo
         raise UserError(LITERT_REFUSAL)
     if pipeline and sources:
         raise UserError("--pipeline returns the inpainted image only; drop --sources")
+    if fmt == "onnx" and model.use_shift and model.variant == "face" and model.flip_fill == "reference":
+        raise UserError("the official face shift (flip_fill reference) does not export to ONNX "
+                        "yet; use --format stablehlo, or convert with --flip-fill chosen")
     for side in ((size,) if isinstance(size, int) else size):
         graphs.check_size(model, side)
     model = graphs.export_model(model, dense_shift=fmt == "onnx")
