@@ -6,8 +6,9 @@ writes the generator's variables as float16 in files of at most 16 MB each
 (``saving.export_compact``), a ``config.json`` with the data settings, the number of
 trained steps and ``--source``, and the bundled model's recorded output on
 :func:`reference_input` (``tests/data/bundled_reference.npz``, which
-``tests/test_checkpoint.py`` holds it to). The old bundle is replaced only once the new
-one is complete and reads back.
+``tests/test_checkpoint.py`` holds it to; with ``--out`` elsewhere, ``bundled_reference.npz``
+inside that folder). The old bundle is replaced only once the new one is complete and
+reads back.
 """
 
 from __future__ import annotations
@@ -61,9 +62,12 @@ def main(argv=None) -> int:
         out.rename(old)   # kept until the new bundle is in place
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
-    np.savez_compressed(REFERENCE, output=output)
+    # The test's recorded output belongs to the shipped bundle only; a trial bundle elsewhere
+    # keeps its own beside it.
+    reference = REFERENCE if out.resolve() == checkpoint.BUNDLED_MODEL.resolve() else out / REFERENCE.name
+    np.savez_compressed(reference, output=output)
     sizes = ", ".join(f"{p.name} {(out / p.name).stat().st_size / 2**20:.1f} MB" for p in paths)
-    print(f"wrote {out} (step {config['step']}: {sizes}) and {REFERENCE.relative_to(ROOT)}")
+    print(f"wrote {out} (step {config['step']}: {sizes}) and {reference}")
     print(json.dumps(config["model"]))
     return 0
 

@@ -112,6 +112,11 @@ def to_bf16_bits(x):
     return (np.ascontiguousarray(x, np.float32).view(np.uint32) >> 16).astype(np.uint16)
 
 
+def from_bf16_bits(bits):
+    """The float32 values of :func:`to_bf16_bits`' output."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
 def make_opt(TrainOptions, args, setting):
     opt = TrainOptions().initialize(argparse.ArgumentParser()).parse_args([])
     opt.isTrain, opt.gpu_ids, opt.continue_train = True, [], False
@@ -349,7 +354,7 @@ def main():
             for k, v in vgg.features.state_dict().items())
         if not same:
             sys.exit(f"{common_path}: its images or VGG16 are not this seed's")
-        shared_g = {k[len("g_init/"):]: (old[k].astype(np.uint32) << 16).view(np.float32)
+        shared_g = {k[len("g_init/"):]: from_bf16_bits(old[k])
                     for k in old.files if k.startswith("g_init/")}
     common = {"images_u8": images_u8,
               "meta_commit": np.str_(commit or "unknown"), "meta_torch": np.str_(torch.__version__),

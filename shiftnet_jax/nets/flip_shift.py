@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from shiftnet_jax.nets.shift import normalised, shift, shift_indices
+from shiftnet_jax.nets.shift import flatten_positions, normalised, shift, shift_indices
 
 FACE_CONV_LEVEL = 2   # encoder level whose conv is 6x6 (the official e3_c)
 # How a hole position is filled: "chosen" (the feature it chose) or "reference"
@@ -63,11 +63,6 @@ def flip_shift(decoded, encoded, flipped, hole, flipped_hole, *, triple_weight=1
     return shift(queries, keys, holes, triple_weight=triple_weight, tile=tile)[:, :h]
 
 
-def _flat(x):
-    """(B, H, W, ...) -> (B, H*W, ...)."""
-    return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
-
-
 def _official_choices(decoded, encoded, flipped, hole, flipped_hole, tile):
     """The official face shift's choices, as (B, N) masks, N = H*W, float.
 
@@ -78,7 +73,7 @@ def _official_choices(decoded, encoded, flipped, hole, flipped_hole, tile):
     """
     b, n = decoded.shape[0], decoded.shape[1] * decoded.shape[2]
     batch = jnp.arange(b)[:, None]
-    queries = _flat(decoded)
+    queries = flatten_positions(decoded)
     zero_query = ~jnp.any(queries != 0, axis=-1)                  # (B, N)
     queries = normalised(queries)
 
@@ -90,12 +85,12 @@ def _official_choices(decoded, encoded, flipped, hole, flipped_hole, tile):
         a zero query, else the first zero key), which then wins every comparison.
         """
         index, valid = shift_indices(decoded, keys, holes, tile=tile)
-        known = ~_flat(holes)
-        zero_key = known & ~jnp.any(_flat(keys) != 0, axis=-1)
+        known = ~flatten_positions(holes)
+        zero_key = known & ~jnp.any(flatten_positions(keys) != 0, axis=-1)
         any_zero_key = jnp.any(zero_key, axis=1, keepdims=True)
         index = jnp.where(zero_query, jnp.argmax(known, axis=1)[:, None],
                           jnp.where(any_zero_key, jnp.argmax(zero_key, axis=1)[:, None], index))
-        picked = jnp.take_along_axis(normalised(_flat(keys)), index[..., None], axis=1)
+        picked = jnp.take_along_axis(normalised(flatten_positions(keys)), index[..., None], axis=1)
         score = jnp.where(valid, jnp.sum(queries * picked, axis=-1), -jnp.inf)
         sources = jnp.zeros((b, n), bool).at[batch, index].max(valid)
         return score, valid & (zero_query | any_zero_key), sources
@@ -105,7 +100,7 @@ def _official_choices(decoded, encoded, flipped, hole, flipped_hole, tile):
     # The official code compares the k-th hole position's best own cosine with the
     # k-th *flipped* hole position's best flipped cosine (its queries are the decoded
     # features at the flipped hole): the same position only for a symmetric hole.
-    hole_flat, flipped_flat = _flat(hole), _flat(flipped_hole)
+    hole_flat, flipped_flat = flatten_positions(hole), flatten_positions(flipped_hole)
     flip_rank = jnp.where(flipped_flat, jnp.cumsum(flipped_flat, axis=1) - 1, n)
 
     def rival(values, fill):
@@ -135,8 +130,8 @@ def _official_fwd(decoded, encoded, flipped, hole, flipped_hole, triple_weight, 
     own_rows, flip_rows, own_sources, flip_sources = _official_choices(
         decoded, encoded, flipped, hole, flipped_hole, tile)
     # The transition matrices are rank one (every selected row, every chosen source).
-    own_sum = jnp.einsum("bn,bnc->bc", own_sources, _flat(encoded))
-    flip_sum = jnp.einsum("bn,bnc->bc", flip_sources, _flat(flipped))
+    own_sum = jnp.einsum("bn,bnc->bc", own_sources, flatten_positions(encoded))
+    flip_sum = jnp.einsum("bn,bnc->bc", flip_sources, flatten_positions(flipped))
     shifted = own_rows[..., None] * own_sum[:, None] + flip_rows[..., None] * flip_sum[:, None]
     return shifted.reshape(encoded.shape), (own_rows, flip_rows, own_sources, flip_sources,
                                             decoded, flipped, hole, flipped_hole)
@@ -144,7 +139,7 @@ def _official_fwd(decoded, encoded, flipped, hole, flipped_hole, triple_weight, 
 
 def _official_bwd(triple_weight, tile, residuals, grad_shifted):
     own_rows, flip_rows, own_sources, flip_sources, decoded, flipped, hole, flipped_hole = residuals
-    grad = _flat(grad_shifted)
+    grad = flatten_positions(grad_shifted)
     own_grad = jnp.einsum("bn,bnc->bc", own_rows, grad)
     flip_grad = jnp.einsum("bn,bnc->bc", flip_rows, grad)
     # As the official backward: the flipped sources' gradient lands on the *own*

@@ -38,10 +38,9 @@ DENSE_MAX_ENTRIES = 2048 * 2048
 DEFAULT_TILE = 2048
 
 
-def _flatten(x):
-    """(B, H, W, C) -> (B, H*W, C)."""
-    b, h, w, c = x.shape
-    return x.reshape(b, h * w, c)
+def flatten_positions(x):
+    """(B, H, W, ...) -> (B, H*W, ...): features (or a hole) indexed by flat position."""
+    return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
 
 
 def _scores_dtype_and_precision(dtype):
@@ -128,10 +127,10 @@ def shift_indices(decoded, encoded, hole, *, tile=None):
                          "the same shape")
     if hole.shape != decoded.shape[:3]:
         raise ValueError(f"hole {hole.shape} must be (B, H, W) = {decoded.shape[:3]}")
-    hole = _flatten(hole[..., None])[..., 0].astype(bool)
+    hole = flatten_positions(hole).astype(bool)
     known = ~hole
-    queries = _flatten(decoded)
-    keys = normalised(_flatten(encoded))
+    queries = flatten_positions(decoded)
+    keys = normalised(flatten_positions(encoded))
     # Scaling a query row does not change its argmax, so the decoded features
     # need no normalisation (and a zero query stays harmless).
     n = queries.shape[1]
@@ -165,19 +164,19 @@ def _scatter(grad_flat, index, valid):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def _shift(decoded, encoded, hole, triple_weight, tile):
     index, valid = shift_indices(decoded, encoded, hole, tile=tile)
-    return _gather(_flatten(encoded), index, valid).reshape(encoded.shape)
+    return _gather(flatten_positions(encoded), index, valid).reshape(encoded.shape)
 
 
 def _shift_fwd(decoded, encoded, hole, triple_weight, tile):
     index, valid = shift_indices(decoded, encoded, hole, tile=tile)
-    shifted = _gather(_flatten(encoded), index, valid).reshape(encoded.shape)
+    shifted = _gather(flatten_positions(encoded), index, valid).reshape(encoded.shape)
     # Residuals are the indices only: no N x N matrix is kept for the backward.
     return shifted, (index, valid, decoded, hole)
 
 
 def _shift_bwd(triple_weight, tile, residuals, grad_shifted):
     index, valid, decoded, hole = residuals
-    grad_encoded = _scatter(_flatten(grad_shifted), index, valid)
+    grad_encoded = _scatter(flatten_positions(grad_shifted), index, valid)
     grad_encoded = (grad_encoded * triple_weight).astype(grad_shifted.dtype)
     # The hole is boolean: its cotangent is of JAX's float0 type.
     hole_cotangent = np.zeros(hole.shape, jax.dtypes.float0)
