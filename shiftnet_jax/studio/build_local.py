@@ -10,7 +10,8 @@
    (``python -m shiftnet_jax.export --pipeline``) to ``static/vendor/models/``.
 
 ``static/vendor/`` is not committed (git-ignored): it is built. Nothing is fetched
-when the page runs; the photo never leaves the browser.
+when the page runs; the photo never leaves the browser. ``NAME.json`` records the
+checkpoint the model was exported from (:mod:`shiftnet_jax.studio.local_models`).
 """
 
 from __future__ import annotations
@@ -26,18 +27,10 @@ from pathlib import Path
 from shiftnet_jax import checkpoint
 from shiftnet_jax.errors import UserError, one_line
 from shiftnet_jax.export import export_checkpoint
+from shiftnet_jax.studio import local_models
+from shiftnet_jax.studio.local_models import DEFAULT_MODEL, MODELS_DIR, ORT_FILES, RUNTIME_DIR
 
 ORT_WEB_VERSION = "1.30.0"
-ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
-VENDOR = Path(__file__).resolve().parent / "static" / "vendor"
-RUNTIME_DIR = VENDOR / "onnxruntime-web"
-MODELS_DIR = VENDOR / "models"
-DEFAULT_MODEL = "demo"
-
-
-def is_built() -> bool:
-    return all((RUNTIME_DIR / f).is_file() for f in ORT_FILES) and \
-        (MODELS_DIR / f"{DEFAULT_MODEL}.onnx").is_file()
 
 
 def install_runtime(version: str = ORT_WEB_VERSION) -> Path:
@@ -65,7 +58,7 @@ def export_model(ckpt_dir, name: str = DEFAULT_MODEL, size: int | None = None) -
     MODELS_DIR.mkdir(parents=True, exist_ok=True)
     path, size = export_checkpoint(ckpt_dir, "onnx", MODELS_DIR / f"{name}.onnx", size=size,
                                    pipeline=True)
-    (MODELS_DIR / f"{name}.json").write_text(json.dumps({"name": name, "size": size}))
+    local_models.record(name, size, ckpt_dir)
     return path
 
 

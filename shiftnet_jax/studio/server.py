@@ -4,6 +4,7 @@
     GET  /local        the local mode (static/local.html): the ONNX model runs in the
                        browser (built by python -m shiftnet_jax.studio.build_local)
     GET  /api/health   models, working sizes, limits
+    GET  /api/local/NAME  the local mode's model NAME: working size, and why it is stale if it is
     POST /api/inpaint  multipart image, mask [, model, dilate, strategy] -> image/png
     POST /api/flow     the same fields -> JSON: per window, the shift's source of every hole position
 
@@ -30,8 +31,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from shiftnet_jax.errors import first_line
+from shiftnet_jax.studio import guard, local_models
 from shiftnet_jax.studio import engine as eng
-from shiftnet_jax.studio import guard
 from shiftnet_jax.studio.engine import BadInput, Engine, TooLarge
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -158,6 +159,16 @@ def create_app(engine: Engine, hosts=guard.LOOPBACK_NAMES) -> Starlette:
     async def health(request):
         return JSONResponse(engine.health())
 
+    async def local_model(request):
+        """The local mode's model NAME: its working size and, if any, why it is not the
+        model it was built from (one line; the page shows it)."""
+        name = request.path_params["name"]
+        if not local_models.is_name(name):
+            return _error(400, "not a model name: letters, digits, '_', '.', '-'")
+        problem = await run_in_threadpool(local_models.problem, name)
+        return JSONResponse({"name": name, "size": local_models.model_info(name).get("size"),
+                             "problem": problem})
+
     @_guard
     async def inpaint(request):
         model, image, mask, dilate, strategy = await _fields(request, engine)
@@ -189,6 +200,7 @@ def create_app(engine: Engine, hosts=guard.LOOPBACK_NAMES) -> Starlette:
         Route("/", index),
         Route("/local", local),
         Route("/api/health", health),
+        Route("/api/local/{name}", local_model),
         Route("/api/inpaint", inpaint, methods=["POST"]),
         Route("/api/flow", flow, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

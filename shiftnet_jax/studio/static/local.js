@@ -135,8 +135,16 @@ async function start() {
   $("clear").addEventListener("click", () => $("mask").getContext("2d").clearRect(0, 0, state.width, state.height));
   $("inpaint").addEventListener("click", () => inpaint().catch((e) => status(`Error: ${e.message}`, "error")));
   const name = new URLSearchParams(location.search).get("model") || "demo";
-  const info = await (await fetch(`${VENDOR}models/${encodeURIComponent(name)}.json`)).json();
+  // The server says whether the built model is still the checkpoint it was exported from.
+  const info = await (await fetch(`/api/local/${encodeURIComponent(name)}`)).json();
+  if (!info.size) throw new Error(info.problem || `no local model ${name}`);
+  if (info.problem) {
+    $("warning").textContent = `Warning: ${info.problem}.`;
+    $("warning").hidden = false;
+    document.body.dataset.stale = "true";
+  }
   await loadModel(`${VENDOR}models/${encodeURIComponent(name)}.onnx`, info.size);
 }
 
-start().catch((e) => status(`Error: ${e.message} (run python -m shiftnet_jax.studio.build_local)`, "error"));
+const BUILD = "python -m shiftnet_jax.studio.build_local";
+start().catch((e) => status(`Error: ${e.message}` + (e.message.includes(BUILD) ? "" : ` (run ${BUILD})`), "error"));
