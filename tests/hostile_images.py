@@ -31,6 +31,12 @@ def chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
+def png_header(width: int, height: int, colour_type: int = 0) -> bytes:
+    """A PNG's signature and IHDR chunk (8-bit) saying ``width`` x ``height``."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+
+
 def png_of_zeros(width: int, height: int, colour_type: int = 0, channels: int = 1, extra=b"") -> bytes:
     """A ``width`` x ``height`` 8-bit PNG of zeros, deflated in blocks (never held raw)."""
     row = b"\x00" * (1 + width * channels)  # filter byte + pixels
@@ -41,8 +47,7 @@ def png_of_zeros(width: int, height: int, colour_type: int = 0, channels: int = 
         parts.append(co.compress(block if n == rows_per_block else row * n))
         done += n
     parts.append(co.flush())
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + extra + chunk(b"IDAT", b"".join(parts)) + \
+    return png_header(width, height, colour_type) + extra + chunk(b"IDAT", b"".join(parts)) + \
         chunk(b"IEND", b"")
 
 
@@ -75,7 +80,8 @@ def case_ico_16_around_13000(d):
 
 
 def case_png_header_10_gigapixels(d):
-    return png_of_zeros(100_000, 100_000)[:33] + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + \
+    # Only the header says 10 gigapixels (deflating them would take 30 s of the suite).
+    return png_header(100_000, 100_000) + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + \
         chunk(b"IEND", b"")
 
 
