@@ -17,7 +17,6 @@ checkpoint the model was exported from (:mod:`shiftnet_jax.studio.local_models`)
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
