@@ -157,3 +157,11 @@ SLOW_FIRST = ("test_paper.py", "test_multihost.py", "test_official.py", "test_ex
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker more than cores (``--maxprocesses`` caps it). Much of a worker's
+    time is spent waiting on a train.py process it started, a browser or a child's timeout;
+    a third worker fills those gaps on two cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (cores or 1) + 1
