@@ -38,9 +38,8 @@ def is_built() -> bool:
 def _digest(folder) -> str:
     """sha256 over the relative paths and contents of every file under ``folder``."""
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    stamp = tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
-                  for p in files)
+    stats = sorted((str(p.relative_to(folder)), p.stat()) for p in folder.rglob("*") if p.is_file())
+    stamp = tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats)
     return _digest_of(str(folder), stamp)
 
 
@@ -63,12 +62,21 @@ def model_info(name: str = DEFAULT_MODEL, models_dir: Path | None = None) -> dic
         return {}
 
 
+def describe(name: str = DEFAULT_MODEL, models_dir: Path | None = None) -> dict:
+    """``{"name", "size", "problem"}`` of the local model ``name`` (its record read once):
+    the working size (None when not built) and :func:`problem`'s line."""
+    info = model_info(name, models_dir)
+    return {"name": name, "size": info.get("size"), "problem": _problem(name, info, models_dir)}
+
+
 def problem(name: str = DEFAULT_MODEL, models_dir: Path | None = None) -> str | None:
     """One line saying why the local model ``name`` is not the one it was built from, or
     None: not built, built by an older version (no digest), or its checkpoint changed."""
-    models_dir = Path(models_dir or MODELS_DIR)
-    info = model_info(name, models_dir)
-    if not info or not (models_dir / f"{name}.onnx").is_file():
+    return _problem(name, model_info(name, models_dir), models_dir)
+
+
+def _problem(name: str, info: dict, models_dir: Path | None) -> str | None:
+    if not info or not (Path(models_dir or MODELS_DIR) / f"{name}.onnx").is_file():
         return f"the local model {name!r} is not built: {FIX}"
     source = info.get("source")
     if not source or "digest" not in info:

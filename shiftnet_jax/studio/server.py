@@ -165,9 +165,7 @@ def create_app(engine: Engine, hosts=guard.LOOPBACK_NAMES) -> Starlette:
         name = request.path_params["name"]
         if not local_models.is_name(name):
             return _error(400, "not a model name: letters, digits, '_', '.', '-'")
-        problem = await run_in_threadpool(local_models.problem, name)
-        return JSONResponse({"name": name, "size": local_models.model_info(name).get("size"),
-                             "problem": problem})
+        return JSONResponse(await run_in_threadpool(local_models.describe, name))
 
     @_guard
     async def inpaint(request):
