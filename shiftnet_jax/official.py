@@ -164,7 +164,7 @@ def _batch(run: _Run, t: int, dtype=np.float32):
 def train_steps(g_state_dict: Mapping, d_state_dict: Mapping, images, masks,
                 options: Mapping | None = None, vgg16_state_dict: Mapping | None = None,
                 replay: Mapping | None = None, snapshots: Iterable[int] = (),
-                steps_per_epoch: int | None = None):
+                steps_per_epoch: int | None = None, dtype="float32"):
     """Run ``len(images)`` official training steps from official state dicts.
 
     Args:
@@ -184,6 +184,9 @@ def train_steps(g_state_dict: Mapping, d_state_dict: Mapping, images, masks,
         over which ``lr_policy`` changes the learning rate once per epoch
         (:mod:`shiftnet_jax.train.official_schedule`); default: every step in the first
         epoch, at ``lr`` times the policy's first factor (1 with the defaults).
+      dtype: ``"float64"`` runs every step in float64 (under ``jax.enable_x64``: the
+        models, the losses, Adam's state; as :func:`step_gradients`), to compare with the
+        official code run in double precision, free of float32 rounding.
 
     Returns:
       (g, d, losses): the state dicts after the last step (official names, numpy), or
@@ -191,11 +194,35 @@ def train_steps(g_state_dict: Mapping, d_state_dict: Mapping, images, masks,
       float array for ``G_GAN, G_L1, D, style, content, tv`` (the official loss_names)
       and ``G_L1_m`` (the discounted hole L1) and ``guidance`` (InnerCos), unlogged there.
     """
+    _check_dtype(dtype)
+    with jax.enable_x64(dtype == "float64"):
+        return _train_steps(g_state_dict, d_state_dict, images, masks, options,
+                            vgg16_state_dict, replay, snapshots, steps_per_epoch, dtype)
+
+
+def _compiled(fn, dtype, *args):
+    """``fn`` jitted (float32), or compiled for ``args`` at XLA optimisation level >= 1
+    (float64): XLA:CPU has no library kernels for float64 convolutions, so its emitted
+    loops need LLVM's optimisation; at level 0 (as the test suite compiles) a float64
+    step runs 15x slower (4.7 s against 0.3 s at ngf 4, 256x256)."""
+    if dtype != "float64":
+        return jax.jit(fn)
+    return jax.jit(fn).lower(*args).compile(
+        compiler_options={"xla_backend_optimization_level": 1})
+
+
+def _check_dtype(dtype):
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+
+
+def _train_steps(g_state_dict, d_state_dict, images, masks, options, vgg16_state_dict,
+                 replay, snapshots, steps_per_epoch, dtype):
     run = _prepare(g_state_dict, d_state_dict, images, masks, options, vgg16_state_dict,
-                   replay, steps_per_epoch)
+                   replay, steps_per_epoch, dtype=jnp.dtype(dtype))
     opts, steps = run.opts, run.images.shape[0]
-    step_fn = jax.jit(run.trainer.step)
     state = run.state
+    step_fn = _compiled(run.trainer.step, dtype, state, _batch(run, 0, dtype), run.vgg)
     wanted = sorted({int(s) for s in snapshots})
     if any(not 1 <= s <= steps for s in wanted):
         raise ValueError(f"snapshots must lie in 1 .. {steps}, got {wanted}")
@@ -210,7 +237,7 @@ def train_steps(g_state_dict: Mapping, d_state_dict: Mapping, images, masks,
 
     g_out, d_out, history = {}, {}, []
     for t in range(steps):
-        state, scalars = step_fn(state, _batch(run, t), run.vgg)
+        state, scalars = step_fn(state, _batch(run, t, dtype), run.vgg)
         history.append(jax.device_get(scalars))
         if t + 1 in wanted:
             g_out[t + 1], d_out[t + 1] = _to_state_dicts(state, run.g_kwargs, run.d_kwargs,
@@ -242,15 +269,15 @@ def step_gradients(g_state_dict: Mapping, d_state_dict: Mapping, image, mask,
     Returns:
       (g_grad, d_grad): dicts of numpy arrays in the official layouts (``dtype``).
     """
-    if dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    _check_dtype(dtype)
     replay = {k: np.asarray(v)[None] for k, v in dict(replay or {}).items()}
     with jax.enable_x64(dtype == "float64"):
         jdtype = jnp.dtype(dtype)
         run = _prepare(g_state_dict, d_state_dict, np.asarray(image)[None],
                        np.asarray(mask)[None], options, vgg16_state_dict, replay, dtype=jdtype)
-        g_grads, d_grads = jax.jit(run.trainer.gradients)(run.state, _batch(run, 0, dtype),
-                                                          run.vgg)
+        batch = _batch(run, 0, dtype)
+        g_grads, d_grads = _compiled(run.trainer.gradients, dtype, run.state, batch,
+                                     run.vgg)(run.state, batch, run.vgg)
         g_vars = jax.device_get(run.state.generator)
         g = to_torch_state_dict(run.g_kwargs, {**g_vars, "params": jax.device_get(g_grads)})
         d = patchgan_to_torch_state_dict(run.d_kwargs, {"params": jax.device_get(d_grads)})

@@ -150,6 +150,7 @@ def make_small_fs(tmp_path):
 # worker (pytest-xdist, --dist loadfile) they start at once rather than last, so no worker
 # is left alone with a long file at the end. The rest keep their order.
 SLOW_FIRST = ("test_paper.py", "test_multihost.py", "test_official.py", "test_export.py",
+              "test_official_float64.py",
               "test_shipped_configs.py", "test_train.py", "test_learning.py", "test_checkpoint.py",
               "test_parity.py", "test_model.py", "test_image_io.py", "test_variants_parity.py")
 

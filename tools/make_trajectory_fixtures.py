@@ -36,9 +36,11 @@ the largest distance of these to the reference run is the "float32 spread". On t
 paper, wgan_gp and batch_norm settings some of them already move G after step 1 by
 4e-4 .. 2e-3 (relative): one ReLU input within float32 rounding of 0 flips, and Adam's
 first step, ``lr * g / |g|``, turns the small change of the gradient into a full step
-on every small gradient element. Then step 1 once more in float64 (the model, the
-inputs and the losses converted to double), recording its G and D gradients: free of
-float32 rounding, the reference our float64 gradient is held to.
+on every small gradient element. Then the whole loop once more in float64 (the model, the
+inputs, the losses and Adam's state in double), recording step 1's G and D gradients,
+every loss and the parameters at the snapshots: free of float32 rounding, the reference
+our float64 run is held to (``--float64-only`` adds just these keys to existing
+fixtures).
 
 A seed whose run gives a non-finite loss (the official cosine divides by zero for zero
 feature vectors) is rejected and the next one tried.
@@ -91,6 +93,9 @@ ULP_SEEDS = (1, 2, 3)   # the float32 spread's runs from parameters moved by one
 # 16 (kH kW) would pick only the (0, 0) tap of every 4x4 kernel, whose gradient is 0
 # at the innermost level (1x1 and 2x2 maps: that tap only ever sees padding).
 GRAD_SUBSET = 17
+# The float64 run's parameters at the snapshots: every 67th element (a prime, for the same
+# reason), small enough to store in float64 for every snapshot.
+TRAJ_SUBSET = 67
 VGG_WIDTHS = [8, 8, "M", 16, 16, "M", 16, 16, 16, "M"]
 IMAGES = 4           # distinct images, cycled: step t's batch is images (N t + i) % 4
 
@@ -225,7 +230,7 @@ def float64_step(model):
 def run(ShiftNetModel, opt, vgg, g0, d0, images, seed, threads, steps, mkldnn=True,
         double=False):
     """The official loop; returns losses per step, snapshots, rand_tl and gp_alpha draws
-    (and with ``double``, one float64 step: the gradients instead of the snapshots)."""
+    (with ``double``, the whole loop in float64: step 1's gradients, losses, snapshots)."""
     torch.set_num_threads(threads)
     torch.backends.mkldnn.enabled = mkldnn
     torch.manual_seed(seed)
@@ -235,35 +240,44 @@ def run(ShiftNetModel, opt, vgg, g0, d0, images, seed, threads, steps, mkldnn=Tr
     model.netD.load_state_dict({k: torch.from_numpy(v) for k, v in d0.items()})
     if double:
         with float64_step(model):
-            image = torch.from_numpy(images[0]).double()
-            model.set_input({"A": image.clone(), "B": image.clone(), "A_paths": [""] * len(image),
-                             "M": torch.zeros(image.shape[0], 1, *image.shape[2:])})
-            model.optimize_parameters()
+            losses, snaps, grads = loop(model, images, steps, torch.float64)
         torch.backends.mkldnn.enabled = True
-        return ({n: p.grad.numpy().copy() for n, p in model.netG.named_parameters()},
-                {n: p.grad.numpy().copy() for n, p in model.netD.named_parameters()})
-    losses, snaps, rand_tl, alphas = {}, {}, [], []
+        return grads, losses, snaps
+    losses, snaps, _ = loop(model, images, steps, torch.float32)
+    rand_tl = [(t, l) for t, l in zip(losses.pop("rand_t"), losses.pop("rand_l"))]
+    alphas = losses.pop("gp_alpha")
+    masks = model.mask_global.numpy()   # the last one (rect masks are rebuilt from rand_tl)
+    torch.backends.mkldnn.enabled = True
+    return ({k: np.asarray(v, np.float64) for k, v in losses.items()}, snaps,
+            np.asarray(rand_tl, np.int16), np.asarray(alphas, np.float32), masks)
+
+
+def loop(model, images, steps, dtype):
+    """``steps`` official iterations: (losses and draws per step, {step: (G, D) state
+    dicts} at SNAPSHOTS, step 1's parameter gradients (G, D))."""
+    losses, snaps, grads = {}, {}, None
     for t in range(steps):
-        image = torch.from_numpy(images[t])
+        image = torch.from_numpy(images[t]).to(dtype)
         data = {"A": image.clone(), "B": image.clone(), "A_paths": [""] * len(image),
                 "M": torch.zeros(image.shape[0], 1, *image.shape[2:])}
         model.set_input(data)
-        rand_tl.append((model.rand_t, model.rand_l))
+        top_left = (model.rand_t, model.rand_l)
         rng_state = torch.get_rng_state()   # what cal_gradient_penalty draws next
-        alphas.append(torch.rand(image.shape[0], 1).numpy())
+        alpha = torch.rand(image.shape[0], 1, dtype=torch.float32).numpy()
         torch.set_rng_state(rng_state)
         model.optimize_parameters()
+        if t == 0:
+            grads = ({n: p.grad.numpy().copy() for n, p in model.netG.named_parameters()},
+                     {n: p.grad.numpy().copy() for n, p in model.netD.named_parameters()})
         current = model.get_current_losses()
-        current["G_L1_m"] = float(model.loss_G_L1_m)
+        current.update(G_L1_m=float(model.loss_G_L1_m), rand_t=top_left[0], rand_l=top_left[1],
+                       gp_alpha=alpha)
         for name, value in current.items():
             losses.setdefault(name, []).append(value)
         if t + 1 in SNAPSHOTS:
             snaps[t + 1] = ({k: v.detach().clone().numpy() for k, v in model.netG.state_dict().items()},
                             {k: v.detach().clone().numpy() for k, v in model.netD.state_dict().items()})
-    masks = model.mask_global.numpy()   # the last one (rect masks are rebuilt from rand_tl)
-    torch.backends.mkldnn.enabled = True
-    return ({k: np.asarray(v, np.float64) for k, v in losses.items()}, snaps,
-            np.asarray(rand_tl, np.int16), np.asarray(alphas, np.float32), masks)
+    return losses, snaps, grads
 
 
 def finite(losses, snaps):
@@ -297,9 +311,106 @@ def float32_spreads(result1, variants, g0, d0):
     return out
 
 
-def subset(grads):
-    """Every GRAD_SUBSET-th element of each flattened gradient, float64."""
-    return {n: np.asarray(g, np.float64).ravel()[::GRAD_SUBSET] for n, g in grads.items()}
+def subset(grads, stride=GRAD_SUBSET):
+    """Every ``stride``-th element of each flattened tensor, float64."""
+    return {n: np.asarray(g, np.float64).ravel()[::stride] for n, g in grads.items()}
+
+
+def float64_arrays(grads, losses, snaps):
+    """The float64 run's keys: step 1's gradients (``grad64_*``), every loss per step and
+    the trained parameters at SNAPSHOTS (``traj64/*``, every TRAJ_SUBSET-th element)."""
+    arrays = {f"grad64_g/{n}": v for n, v in subset(grads[0]).items()}
+    arrays.update({f"grad64_d/{n}": v for n, v in subset(grads[1]).items()})
+    for name, values in losses.items():
+        if name not in ("rand_t", "rand_l", "gp_alpha"):
+            arrays[f"traj64/losses/{name}"] = np.asarray(values, np.float64)
+    for s in SNAPSHOTS:
+        for net, state in zip("gd", snaps[s]):
+            names = parameter_names(state)
+            arrays.update({f"traj64/{net}_step{s}/{n}": v
+                           for n, v in subset({n: state[n] for n in names}, TRAJ_SUBSET).items()})
+    return arrays
+
+
+def float32_variants(ShiftNetModel, opt, vgg, g0, d0, images, seed, steps):
+    """The official float32 runs beside the reference and 2-thread ones: without oneDNN,
+    and from G and D parameters moved by one ulp (ULP_SEEDS)."""
+    model = build_model(ShiftNetModel, opt, vgg)
+    g_params = [n for n, _ in model.netG.named_parameters()]
+    d_params = [n for n, _ in model.netD.named_parameters()]
+    out = [run(ShiftNetModel, opt, vgg, g0, d0, images, seed, 1, steps, mkldnn=False)]
+    for ulp_seed in ULP_SEEDS:
+        out.append(run(ShiftNetModel, opt, vgg, ulp_moved(g0, g_params, ulp_seed),
+                       ulp_moved(d0, d_params, 100 + ulp_seed), images, seed, 1, steps))
+    return out
+
+
+def exact_spreads(float64_run, float32_runs, g0, d0):
+    """How far the official float32 runs lie from the float64 one (the exact trajectory,
+    to float64 rounding): the largest distance over the runs, per snapshot on the stored
+    float64 elements (``exact_f32/{g,d}_{max_rel,rel_change}/<step>``) and per step and
+    loss (``losses_exact_f32/<name>``)."""
+    _, losses64, snaps64 = float64_run
+    out = {}
+    for result in float32_runs:
+        losses, snaps = result[0], result[1]
+        for s in SNAPSHOTS:
+            for net, state, exact, init in (("g", snaps[s][0], snaps64[s][0], g0),
+                                            ("d", snaps[s][1], snaps64[s][1], d0)):
+                names = parameter_names(exact)
+                pick = [subset({n: st[n] for n in names}, TRAJ_SUBSET) for st in (state, exact, init)]
+                for key, value in state_dict_errors(*pick, names).items():
+                    k = f"exact_f32/{net}_{key}/{s}"
+                    out[k] = max(out.get(k, np.float64(0)), np.float64(value))
+        for name, exact in losses64.items():
+            if name in ("rand_t", "rand_l", "gp_alpha"):
+                continue
+            k = f"losses_exact_f32/{name}"
+            err = np.abs(np.asarray(losses[name], np.float64) - np.asarray(exact, np.float64))
+            out[k] = np.maximum(out.get(k, np.zeros_like(err)), err)
+    return out
+
+
+def fixture_state(out, setting):
+    """(the setting's fixture arrays, initial G, initial D) as tests/test_official.py reads
+    them from ``out``."""
+    common = np.load(os.path.join(out, "trajectory_common.npz"))
+    z = dict(np.load(os.path.join(out, f"trajectory_{setting}.npz")))
+    g0 = {}
+    for key in [k for k in z if k.startswith("g_step1/")]:
+        name = key[len("g_step1/"):]
+        if f"g_init_own/{name}" in z:
+            g0[name] = from_bf16_bits(z[f"g_init_own/{name}"])
+        elif f"g_init/{name}" in common.files:
+            g0[name] = from_bf16_bits(common[f"g_init/{name}"])
+        else:
+            g0[name] = z[f"g_init_buffers/{name}"]
+    d0 = {k[len("d_init/"):]: v for k, v in z.items() if k.startswith("d_init/")}
+    return z, g0, d0
+
+
+def add_float64(args, ShiftNetModel, TrainOptions, vgg, images, setting):
+    """Re-run ``setting``'s existing fixture in float64 for every step and add its
+    ``grad64_*`` and ``traj64/*`` keys (every other key is kept as it was)."""
+    arrays, g0, d0 = fixture_state(args.out, setting)
+    opt, seed = make_opt(TrainOptions, args, setting), int(arrays["meta_seed"])
+    float64_run = run(ShiftNetModel, opt, vgg, g0, d0, images, seed, 1, args.steps, double=True)
+    float32_runs = [run(ShiftNetModel, opt, vgg, g0, d0, images, seed, threads, args.steps)
+                    for threads in (1, 2)]
+    float32_runs += float32_variants(ShiftNetModel, opt, vgg, g0, d0, images, seed, args.steps)
+    if not np.array_equal(float32_runs[0][0]["G_L1"], arrays["losses/G_L1"]):
+        sys.exit(f"{setting}: the official float32 run no longer gives the fixture's losses")
+    arrays = {k: v for k, v in arrays.items()
+              if not k.startswith(("grad64_", "traj64/", "exact_f32/", "losses_exact_f32/"))}
+    arrays.update(float64_arrays(*float64_run))
+    arrays.update(exact_spreads(float64_run, float32_runs, g0, d0))
+    losses = float64_run[1]
+    arrays["meta_traj_subset"] = np.int64(TRAJ_SUBSET)
+    path = os.path.join(args.out, f"trajectory_{setting}.npz")
+    np.savez_compressed(path, **arrays)
+    print(f"{setting}: float64 run added to {path} ({os.path.getsize(path)} bytes); "
+          + ", ".join(f"{k} {v[0]:.6g}->{v[-1]:.6g}" for k, v in losses.items()
+                      if k not in ("rand_t", "rand_l", "gp_alpha")))
 
 
 def setting_arrays(setting, opt, losses1, losses2, snaps1, rand_tl, alphas, g0, d0, spread):
@@ -335,6 +446,8 @@ def main():
                    help="the official commit, recorded when --ref is not a git checkout")
     p.add_argument("--reuse-common", action="store_true",
                    help="keep the initial G of --out's trajectory_common.npz (adding a setting)")
+    p.add_argument("--float64-only", action="store_true",
+                   help="only (re)run the float64 trajectory of --out's existing fixtures")
     args = p.parse_args()
     _, ShiftNetModel, TrainOptions, commit = load_reference(args.ref)
     from make_variant_fixtures import patch_reference   # P1, P3: the res generator runs
@@ -345,6 +458,13 @@ def main():
     images_u8 = rng.integers(0, 256, (IMAGES, 3, 256, 256), dtype=np.uint8)
     images = (batches(images_u8, args.steps, args.batch) / 127.5 - 1).astype(np.float32)
     vgg = narrow_vgg16(rng)
+    if args.float64_only:
+        old = np.load(os.path.join(args.out, "trajectory_common.npz"))
+        if not np.array_equal(old["images_u8"], images_u8):
+            sys.exit(f"{args.out}: its fixtures' images are not seed {args.seed}'s")
+        for setting in [s.strip() for s in args.settings.split(",")]:
+            add_float64(args, ShiftNetModel, TrainOptions, vgg, images, setting)
+        return
     shared_g, shared_d = {}, {}
     common_path = os.path.join(args.out, "trajectory_common.npz")
     if args.reuse_common:
@@ -381,23 +501,19 @@ def main():
         else:
             sys.exit(f"{setting}: no usable seed")
         result2 = run(ShiftNetModel, opt, vgg, g0, d0, images, seed, 2, args.steps)
-        variants = [result2, run(ShiftNetModel, opt, vgg, g0, d0, images, seed, 1, args.steps,
-                                 mkldnn=False)]
-        g_params = [n for n, _ in model.netG.named_parameters()]
-        d_params = [n for n, _ in model.netD.named_parameters()]
-        for ulp_seed in ULP_SEEDS:
-            variants.append(run(ShiftNetModel, opt, vgg, ulp_moved(g0, g_params, ulp_seed),
-                                ulp_moved(d0, d_params, 100 + ulp_seed), images, seed, 1,
-                                args.steps))
-        grad_g, grad_d = run(ShiftNetModel, opt, vgg, g0, d0, images, seed, 1, 1, double=True)
+        variants = [result2] + float32_variants(ShiftNetModel, opt, vgg, g0, d0, images, seed,
+                                                args.steps)
+        float64_run = run(ShiftNetModel, opt, vgg, g0, d0, images, seed, 1, args.steps,
+                          double=True)
         losses1, snaps1, rand_tl, alphas, _ = result1
         arrays = setting_arrays(setting, opt, losses1, result2[0], snaps1, rand_tl, alphas,
                                 g0, d0, spreads(snaps1, result2[1], g0, d0))
         arrays.update(float32_spreads(result1, variants, g0, d0))
-        arrays.update({f"grad64_g/{n}": v for n, v in subset(grad_g).items()})
-        arrays.update({f"grad64_d/{n}": v for n, v in subset(grad_d).items()})
+        arrays.update(float64_arrays(*float64_run))
+        arrays.update(exact_spreads(float64_run, [result1] + variants, g0, d0))
         arrays["meta_seed"] = np.int64(seed)
         arrays["meta_grad_subset"] = np.int64(GRAD_SUBSET)
+        arrays["meta_traj_subset"] = np.int64(TRAJ_SUBSET)
         for name, value in d0.items():
             arrays[f"d_init/{name}"] = value
         for name in g0:   # buffers of the initial G (BatchNorm's running statistics)
