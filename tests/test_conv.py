@@ -18,7 +18,7 @@ def test_transposed_formulations_agree(h, w, seed):
     k = rng.normal(size=(4, 4, 3, 5)).astype(np.float32)
     expected = np.asarray(conv.conv_transpose_lax(x, k))
     assert expected.shape == (2, 2 * h, 2 * w, 5)
-    for name in ("subpixel", "taps"):
+    for name in ("subpixel", "subpixel_gemm", "taps"):
         np.testing.assert_allclose(conv.CONV_TRANSPOSE[name](x, k), expected, rtol=1e-5,
                                    atol=1e-5, err_msg=name)
 
@@ -34,7 +34,8 @@ def test_conv_formulations_agree(h, w, seed):
 
 def test_module_gradients_agree_across_formulations():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 8, 8, 3)), jnp.float32)
-    for transpose, names in ((True, ("lax", "subpixel", "taps")), (False, ("lax", "im2col"))):
+    for transpose, names in ((True, ("lax", "subpixel", "subpixel_gemm", "taps")),
+                             (False, ("lax", "im2col"))):
         grads = []
         for name in names:
             module = conv.Conv4x4(4, transpose=transpose, impl=name)
@@ -43,6 +44,37 @@ def test_module_gradients_agree_across_formulations():
         for g in grads[1:]:
             for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(g)):
                 np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=6, deadline=None)
+@given(h=st.sampled_from([1, 2, 5]), w=st.sampled_from([1, 3]), seed=st.integers(0, 99))
+def test_subpixel_gemm_has_the_gradients_of_lax(h, w, seed):
+    """Its backward is another formulation's (a custom VJP): both input and kernel
+    gradients, and the gradient of a gradient (reverse over reverse), as lax's."""
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(2, h, w, 3)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(4, 4, 3, 5)), jnp.float32)
+    r = jnp.asarray(rng.normal(size=(2, 2 * h, 2 * w, 5)), jnp.float32)
+
+    def loss(f):
+        return lambda x, k: jnp.sum(jnp.tanh(f(x, k)) * r)
+    for got, want in zip(jax.grad(loss(conv.conv_transpose_subpixel_gemm), argnums=(0, 1))(x, k),
+                         jax.grad(loss(conv.conv_transpose_lax), argnums=(0, 1))(x, k)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+    def input_gradient_norm(f):
+        return lambda k: jnp.sum(jnp.square(jax.grad(loss(f))(x, k)))
+    np.testing.assert_allclose(jax.grad(input_gradient_norm(conv.conv_transpose_subpixel_gemm))(k),
+                               jax.grad(input_gradient_norm(conv.conv_transpose_lax))(k),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_auto_picks_the_measured_formulation_on_cpu():
+    if jax.default_backend() != "cpu":
+        pytest.skip("auto is lax off CPU")
+    assert [conv.choose("auto", True, s) for s in (1, 8, 16, 64, 128)] == \
+        ["taps", "taps", "subpixel_gemm", "subpixel_gemm", "subpixel"]
+    assert [conv.choose("auto", False, s) for s in (2, 64, 128)] == ["im2col", "im2col", "lax"]
 
 
 def test_unknown_formulation_is_a_clear_error():
