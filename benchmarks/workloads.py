@@ -14,6 +14,7 @@ import numpy as np
 
 from shiftnet_jax.config import default_config
 from shiftnet_jax.data import masks
+from shiftnet_jax.nets.conv import IMPLS
 from shiftnet_jax.nets.generator import ShiftNetGenerator
 
 
@@ -24,7 +25,7 @@ def add_model_arguments(p):
     p.add_argument("--variant", default="shift",
                    help="the generator variant (shiftnet_jax.nets.shift_level.VARIANTS)")
     p.add_argument("--conv-impl", default=None,
-                   choices=("auto", "lax", "subpixel", "taps", "im2col"),
+                   choices=IMPLS,
                    help="the generator's conv_impl (shiftnet_jax.nets.conv; default: the "
                         "model's default, 'auto'); 'lax' = plain lax convolutions everywhere")
 

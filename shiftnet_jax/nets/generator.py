@@ -126,7 +126,7 @@ class ShiftNetGenerator(ShiftOptions, nn.Module):
       dtype: computation dtype (parameters stay float32).
       shift_tile: column tile of the shift's similarity; None = automatic.
       conv_impl: how the 4x4 stride-2 convs are computed (same parameters and
-        results): "auto" (per backend), "lax", "subpixel", "taps", "im2col";
+        results): "auto" (per backend) or one of :data:`shiftnet_jax.nets.conv.IMPLS`;
         see :mod:`shiftnet_jax.nets.conv`.
       variant, use_shift, triple_weight, shift_sz, mask_thred, fuse, stride,
         patch_order, flip_fill: the shift level's options (keyword-only), declared once in
