@@ -8,8 +8,8 @@ options (unet_shift_triple, ngf 64, 256x256, vanilla GAN, centre hole, L1 x100,
 discounted hole L1 x400, GAN x0.2, VGG16 style x10 / content x1 with random weights of
 the real VGG16 layout) from the same weights: the official code in torch (its
 ``set_input`` + ``optimize_parameters``), ours with :class:`OfficialStep` jitted (the
-first call, which compiles, is not timed; the state donated, as ``train.py`` does). Prints
-one JSON line per batch size with
+first call, which compiles, is not timed; the state donated, as ``train.py`` does), one
+iteration of each in turn per repeat. Prints one JSON line per batch size with
 the median seconds per iteration of each and the ratio (official / ours: > 1 means
 ours is faster).
 """
@@ -33,13 +33,10 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))   # tools/official.py loads the official code
 
 
-def median_seconds(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def seconds(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def main():
@@ -84,7 +81,6 @@ def main():
             model.optimize_parameters()
 
         official_iteration()   # warm-up
-        t_official = median_seconds(official_iteration, args.repeats)
 
         opts = official_options.resolve({"ngf": args.ngf})
         generator, g_vars, discriminator, d_vars, _, _ = official.models_from_state_dicts(g0, d0, opts)
@@ -108,11 +104,18 @@ def main():
         t0 = time.perf_counter()
         our_iteration()   # compiles
         compile_s = time.perf_counter() - t0
-        t_ours = median_seconds(our_iteration, args.repeats)
+        our_iteration()   # warm-up
+        # Alternating, one iteration of each per repeat: both see the same state of the
+        # machine (on a shared VM the speed drifts by 30 % within minutes).
+        times = [(seconds(official_iteration), seconds(our_iteration))
+                 for _ in range(args.repeats)]
+        t_official = statistics.median(t for t, _ in times)
+        t_ours = statistics.median(t for _, t in times)
         print(json.dumps({"batch": batch, "ngf": args.ngf, "threads": args.threads,
                           "official_s": round(t_official, 3), "ours_s": round(t_ours, 3),
                           "ours_first_call_s": round(compile_s, 1),
                           "ratio_official_over_ours": round(t_official / t_ours, 3),
+                          "ratio_per_repeat": [round(t / o, 3) for t, o in times],
                           "uptime": os.popen("uptime").read().strip()}), flush=True)
 
 
