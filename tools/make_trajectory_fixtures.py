@@ -71,6 +71,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 from official import load_reference  # noqa: E402  (tools/official.py: this script's folder)
 from official_loop import SNAPSHOTS, build_model, finite, float32_variants, run  # noqa: E402
+from trajectory import from_bf16_bits, load  # noqa: E402  (the fixtures as the tests read them)
 
 from shiftnet_jax.official import parameter_names, state_dict_errors  # noqa: E402
 
@@ -112,11 +113,6 @@ def bf16_round(x: np.ndarray) -> np.ndarray:
 
 def to_bf16_bits(x):
     return (np.ascontiguousarray(x, np.float32).view(np.uint32) >> 16).astype(np.uint16)
-
-
-def from_bf16_bits(bits):
-    """The float32 values of :func:`to_bf16_bits`' output."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 def make_opt(TrainOptions, args, setting):
@@ -242,28 +238,11 @@ def exact_spreads(float64_run, float32_runs, g0, d0):
     return out
 
 
-def fixture_state(out, setting):
-    """(the setting's fixture arrays, initial G, initial D) as tests/test_official.py reads
-    them from ``out``."""
-    common = np.load(os.path.join(out, "trajectory_common.npz"))
-    z = dict(np.load(os.path.join(out, f"trajectory_{setting}.npz")))
-    g0 = {}
-    for key in [k for k in z if k.startswith("g_step1/")]:
-        name = key[len("g_step1/"):]
-        if f"g_init_own/{name}" in z:
-            g0[name] = from_bf16_bits(z[f"g_init_own/{name}"])
-        elif f"g_init/{name}" in common.files:
-            g0[name] = from_bf16_bits(common[f"g_init/{name}"])
-        else:
-            g0[name] = z[f"g_init_buffers/{name}"]
-    d0 = {k[len("d_init/"):]: v for k, v in z.items() if k.startswith("d_init/")}
-    return z, g0, d0
-
-
 def add_float64(args, ShiftNetModel, TrainOptions, vgg, images, setting):
     """Re-run ``setting``'s existing fixture in float64 for every step and add its
     ``grad64_*`` and ``traj64/*`` keys (every other key is kept as it was)."""
-    arrays, g0, d0 = fixture_state(args.out, setting)
+    arrays, g0, d0 = load(setting, args.out)
+    arrays = dict(arrays)
     opt, seed = make_opt(TrainOptions, args, setting), int(arrays["meta_seed"])
     float64_run = run(ShiftNetModel, opt, vgg, g0, d0, images, seed, 1, args.steps, double=True)
     float32_runs = [run(ShiftNetModel, opt, vgg, g0, d0, images, seed, threads, args.steps)

@@ -27,36 +27,52 @@ import numpy as np
 from shiftnet_jax import official
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
-COMMON = np.load(FIXTURES / "trajectory_common.npz")
 SETTINGS = tuple(s for s in ("paper", "rect_lsgan", "wgan_gp", "batch_norm", "res")
                  if (FIXTURES / f"trajectory_{s}.npz").exists())
 LOSSES = ("G_GAN", "G_L1", "D", "style", "content", "tv", "G_L1_m")
-SNAPSHOTS = tuple(int(s) for s in COMMON["meta_snapshots"])
 
 
-def _bf16(bits):
+def from_bf16_bits(bits):
+    """float32 values of bfloat16 bit patterns (uint16): how the initial G is stored."""
     return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def common(folder=FIXTURES):
+    """``trajectory_common.npz``: the images, the initial G, VGG16, the metadata."""
+    return np.load(Path(folder) / "trajectory_common.npz")
+
+
+def snapshots():
+    """The steps after which the fixtures hold the state dicts (1, 2, 5, 10)."""
+    return tuple(int(s) for s in common()["meta_snapshots"])
+
+
+def load(setting, folder=FIXTURES):
+    """(the setting's arrays, initial G state dict, initial D state dict) from ``folder``."""
+    z = np.load(Path(folder) / f"trajectory_{setting}.npz")
+    shared = common(folder)
+    g_names = [k[len("g_step1/"):] for k in z.files if k.startswith("g_step1/")]
+    # Initial G: the setting's own tensors (shapes of its variant), else the common ones,
+    # else (buffers) the setting's.
+    g0 = {n: from_bf16_bits(z[f"g_init_own/{n}"]) if f"g_init_own/{n}" in z.files
+          else from_bf16_bits(shared[f"g_init/{n}"]) if f"g_init/{n}" in shared.files
+          else z[f"g_init_buffers/{n}"] for n in g_names}
+    d0 = {k[len("d_init/"):]: z[k] for k in z.files if k.startswith("d_init/")}
+    return z, g0, d0
 
 
 def images(steps, batch):
     """(steps, batch, 3, 256, 256) in [-1, 1]: step t takes images (batch t + i) % 4."""
-    u8 = COMMON["images_u8"]
+    u8 = common()["images_u8"]
     index = (np.arange(steps)[:, None] * batch + np.arange(batch)[None]) % len(u8)
     return (u8[index] / 127.5 - 1).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=None)
 def fixture(setting):
-    """(the setting's arrays, initial G state dict, initial D state dict)."""
-    z = np.load(FIXTURES / f"trajectory_{setting}.npz")
-    g_names = [k[len("g_step1/"):] for k in z.files if k.startswith("g_step1/")]
-    # Initial G: the setting's own tensors (shapes of its variant), else the common ones,
-    # else (buffers) the setting's.
-    g0 = {n: _bf16(z[f"g_init_own/{n}"]) if f"g_init_own/{n}" in z.files
-          else _bf16(COMMON[f"g_init/{n}"]) if f"g_init/{n}" in COMMON.files
-          else z[f"g_init_buffers/{n}"] for n in g_names}
-    d0 = {k[len("d_init/"):]: z[k] for k in z.files if k.startswith("d_init/")}
-    return z, g0, d0
+    """:func:`load` from tests/fixtures, once."""
+    return load(setting)
 
 
 def masks(setting, steps, batch, size=256):
@@ -70,13 +86,14 @@ def masks(setting, steps, batch, size=256):
 
 
 def vgg16():
-    return {k[len("vgg/"):]: COMMON[k] for k in COMMON.files if k.startswith("vgg/")}
+    shared = common()
+    return {k[len("vgg/"):]: shared[k] for k in shared.files if k.startswith("vgg/")}
 
 
 def options(setting):
     z, _, _ = fixture(setting)
     opts = json.loads(str(z["meta_options"]))
-    opts.update(ngf=int(COMMON["meta_ngf"]), ndf=int(COMMON["meta_ndf"]))
+    opts.update(ngf=int(common()["meta_ngf"]), ndf=int(common()["meta_ndf"]))
     return opts
 
 
@@ -87,7 +104,7 @@ def ours(setting, dtype="float32"):
     z, g0, d0 = fixture(setting)
     x = images(*z["gp_alpha"].shape[:2])
     return official.train_steps(g0, d0, x, masks(setting, *x.shape[:2]), options(setting),
-                                vgg16_state_dict=vgg16(), snapshots=SNAPSHOTS,
+                                vgg16_state_dict=vgg16(), snapshots=snapshots(),
                                 replay={"rand_tl": z["rand_tl"], "gp_alpha": z["gp_alpha"]},
                                 dtype=dtype)
 
@@ -96,7 +113,7 @@ def official_g(setting, step):
     """The official float32 G after ``step`` (every ``meta_subset``-th element after step
     1), flat."""
     z, g0, _ = fixture(setting)
-    sub = 1 if step == 1 else int(COMMON["meta_subset"])
+    sub = 1 if step == 1 else int(common()["meta_subset"])
     return {n: g0[n].ravel()[::sub] + z[f"g_step{step}/{n}"].astype(np.float32)
             for n in g0 if z[f"g_step{step}/{n}"].dtype.kind == "f"}
 
@@ -106,7 +123,7 @@ def errors(setting, step):
     D spread) at ``step`` (:func:`shiftnet_jax.official.state_dict_errors`' metrics)."""
     z, g0, d0 = fixture(setting)
     g, d, _ = ours(setting)
-    sub = 1 if step == 1 else int(COMMON["meta_subset"])
+    sub = 1 if step == 1 else int(common()["meta_subset"])
     ref_g = official_g(setting, step)
     ours_g = {n: np.asarray(g[step][n]).ravel()[::sub] for n in ref_g}
     init_g = {n: g0[n].ravel()[::sub] for n in ref_g}

@@ -14,7 +14,7 @@ every step; G and D at every snapshot). The comparisons are the tests' own
 
 import argparse
 
-from trajectory import LOSSES, SETTINGS, SNAPSHOTS, errors, exact_errors, float64_loss_errors
+from trajectory import LOSSES, SETTINGS, errors, exact_errors, float64_loss_errors, snapshots
 
 
 def pair(mine, official):
@@ -30,7 +30,7 @@ def main():
     for setting in SETTINGS:
         g_err, d_err, g_spread, d_spread = errors(setting, 1)
         rows = [(1, {"g": g_err, "d": d_err}, {"g": g_spread, "d": d_spread})]
-        rows += [(s, *exact_errors(setting, s)) for s in SNAPSHOTS if s > 1]
+        rows += [(s, *exact_errors(setting, s)) for s in snapshots() if s > 1]
         for step, mine, own in rows:
             cells = [pair(mine[n][m], own[n][m]) for m in ("max_rel", "rel_change") for n in "gd"]
             print(f"  {setting:11s} step {step:2d}  " + "  ".join(cells))
@@ -40,9 +40,9 @@ def main():
     for setting in SETTINGS:
         loss = max(float(e.max()) for e in float64_loss_errors(setting).values())
         params = max(exact_errors(setting, s, "float64")[0][n]["max_rel"]
-                     for s in SNAPSHOTS for n in "gd")
+                     for s in snapshots() for n in "gd")
         print(f"  {setting:11s} losses ({', '.join(LOSSES)}; every step) {loss:.1e}  "
-              f"G and D after steps {', '.join(map(str, SNAPSHOTS))} {params:.1e}")
+              f"G and D after steps {', '.join(map(str, snapshots()))} {params:.1e}")
 
 
 if __name__ == "__main__":
