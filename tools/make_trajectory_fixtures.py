@@ -202,8 +202,7 @@ def float64_arrays(grads, losses, snaps):
     arrays = {f"grad64_g/{n}": v for n, v in subset(grads[0]).items()}
     arrays.update({f"grad64_d/{n}": v for n, v in subset(grads[1]).items()})
     for name, values in losses.items():
-        if name not in ("rand_t", "rand_l", "gp_alpha"):
-            arrays[f"traj64/losses/{name}"] = np.asarray(values, np.float64)
+        arrays[f"traj64/losses/{name}"] = np.asarray(values, np.float64)
     for s in SNAPSHOTS:
         for net, state in zip("gd", snaps[s]):
             names = parameter_names(state)
@@ -230,8 +229,6 @@ def exact_spreads(float64_run, float32_runs, g0, d0):
                     k = f"exact_f32/{net}_{key}/{s}"
                     out[k] = max(out.get(k, np.float64(0)), np.float64(value))
         for name, exact in losses64.items():
-            if name in ("rand_t", "rand_l", "gp_alpha"):
-                continue
             k = f"losses_exact_f32/{name}"
             err = np.abs(np.asarray(losses[name], np.float64) - np.asarray(exact, np.float64))
             out[k] = np.maximum(out.get(k, np.zeros_like(err)), err)
@@ -259,8 +256,7 @@ def add_float64(args, ShiftNetModel, TrainOptions, vgg, images, setting):
     path = os.path.join(args.out, f"trajectory_{setting}.npz")
     np.savez_compressed(path, **arrays)
     print(f"{setting}: float64 run added to {path} ({os.path.getsize(path)} bytes); "
-          + ", ".join(f"{k} {v[0]:.6g}->{v[-1]:.6g}" for k, v in losses.items()
-                      if k not in ("rand_t", "rand_l", "gp_alpha")))
+          + ", ".join(f"{k} {v[0]:.6g}->{v[-1]:.6g}" for k, v in losses.items()))
 
 
 def setting_arrays(setting, opt, losses1, losses2, snaps1, rand_tl, alphas, g0, d0, spread):

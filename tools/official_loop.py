@@ -18,6 +18,8 @@ import types
 import numpy as np
 import torch
 
+from shiftnet_jax.official import BUFFER_SUFFIXES
+
 SNAPSHOTS = (1, 2, 5, 10)   # the steps after which the state dicts are kept
 ULP_SEEDS = (1, 2, 3)       # the float32 spread's runs from parameters moved by one ulp
 
@@ -58,8 +60,8 @@ def ulp_moved(state, names, seed):
 
 @contextlib.contextmanager
 def float64_step(model):
-    """The model, its losses and the gradient penalty's draws in float64 (the draws are
-    the same float32 numbers): for one step, no official code changed."""
+    """The model, its losses, Adam's state and the gradient penalty's draws in float64
+    (the draws are the same float32 numbers), no official code changed."""
     rand, default = torch.rand, torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     for module in (model.netG, model.netD, model.vgg16_extractor, model.criterionL1_mask,
@@ -80,6 +82,7 @@ def run(ShiftNetModel, opt, vgg, g0, d0, images, seed, threads, steps, mkldnn=Tr
         double=False):
     """The official loop; returns losses per step, snapshots, rand_tl and gp_alpha draws
     (with ``double``, the whole loop in float64: step 1's gradients, losses, snapshots)."""
+    draws = ("rand_t", "rand_l", "gp_alpha")   # recorded per step beside the losses
     torch.set_num_threads(threads)
     torch.backends.mkldnn.enabled = mkldnn
     torch.manual_seed(seed)
@@ -91,7 +94,7 @@ def run(ShiftNetModel, opt, vgg, g0, d0, images, seed, threads, steps, mkldnn=Tr
         with float64_step(model):
             losses, snaps, grads = loop(model, images, steps, torch.float64)
         torch.backends.mkldnn.enabled = True
-        return grads, losses, snaps
+        return grads, {k: v for k, v in losses.items() if k not in draws}, snaps
     losses, snaps, _ = loop(model, images, steps, torch.float32)
     rand_tl = [(t, l) for t, l in zip(losses.pop("rand_t"), losses.pop("rand_l"))]
     alphas = losses.pop("gp_alpha")
@@ -138,9 +141,9 @@ def finite(losses, snaps):
 def float32_variants(ShiftNetModel, opt, vgg, g0, d0, images, seed, steps):
     """The official float32 runs beside the reference and 2-thread ones: without oneDNN,
     and from G and D parameters moved by one ulp (ULP_SEEDS)."""
-    model = build_model(ShiftNetModel, opt, vgg)
-    g_params = [n for n, _ in model.netG.named_parameters()]
-    d_params = [n for n, _ in model.netD.named_parameters()]
+    # The parameters: the state dicts' entries that are not buffers, in their order.
+    g_params = [n for n in g0 if not n.endswith(BUFFER_SUFFIXES)]
+    d_params = [n for n in d0 if not n.endswith(BUFFER_SUFFIXES)]
     out = [run(ShiftNetModel, opt, vgg, g0, d0, images, seed, 1, steps, mkldnn=False)]
     for ulp_seed in ULP_SEEDS:
         out.append(run(ShiftNetModel, opt, vgg, ulp_moved(g0, g_params, ulp_seed),
